@@ -1,0 +1,72 @@
+"""Audit: one structured JSON event per call, built only from the `Call` record.
+
+Nothing secret is ever on the record: tokens, keys and request bodies are not fields of
+`Call`, so they cannot be logged by accident.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any
+
+import grpc
+import structlog
+
+from proxy.call import Call
+from proxy.errors import Reason
+
+
+def open_sink(output: str) -> IO[str]:
+    if output == "stdout":
+        return sys.stdout
+    if output == "stderr":
+        return sys.stderr
+    return open(output, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives with the state
+
+
+def event_fields(call: Call) -> dict[str, Any]:
+    targets = call.facts.targets if call.facts else ()
+    first = targets[0] if targets else None
+    allowed = call.reason in (Reason.ALLOWED, Reason.UPSTREAM_STATUS,
+                              Reason.UPSTREAM_UNAVAILABLE, Reason.CANCELLED)
+    fields: dict[str, Any] = {
+        "method": call.method,
+        "principal": call.principal.display() if call.principal else None,
+        "peer": call.peer,
+        "model": first.name if first else None,
+        "version": first.version_text() if first else None,
+        "signature": ",".join(t.signature for t in targets if t.signature) or None,
+        "decision": "allow" if allowed else "deny",
+        "reason": call.reason.value,
+        "rule": call.rule,
+        "status": call.code.name,
+        "latency_ms": round(call.latency_ms(), 3),
+        "bytes_in": call.bytes_in,
+        "bytes_out": call.bytes_out,
+        "upstream": call.upstream,
+    }
+    if call.code is not grpc.StatusCode.OK:
+        fields["detail"] = call.detail
+    return fields
+
+
+class AuditLog:
+    """Writes audit events to a sink; `emit` never raises into the data path."""
+
+    def __init__(self, sink: IO[str]) -> None:
+        self._sink = sink
+        self._log = structlog.wrap_logger(
+            structlog.PrintLogger(sink),
+            processors=[structlog.processors.TimeStamper(fmt="iso", utc=True),
+                        structlog.processors.JSONRenderer(sort_keys=False)],
+        )
+
+    def emit(self, call: Call) -> None:
+        try:
+            self._log.info("call", **event_fields(call))
+        except Exception:  # noqa: BLE001 - a full disk must not fail the call
+            pass
+
+    def close(self) -> None:
+        if self._sink not in (sys.stdout, sys.stderr):
+            self._sink.close()

@@ -1,0 +1,31 @@
+"""Authentication: turn a peer certificate and/or a bearer token into a `Principal`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from proxy.authn.jwt import TokenVerifier, extract_token
+from proxy.authn.mtls import CertificateIdentities
+from proxy.call import Principal
+from proxy.errors import Reason, unauthenticated
+
+
+class Authenticator:
+    """Built once per config; `authenticate` is called once per call."""
+
+    def __init__(self, certificates: CertificateIdentities, tokens: TokenVerifier | None) -> None:
+        self._certificates = certificates
+        self._tokens = tokens
+
+    def authenticate(
+        self, auth_context: dict[str, list[bytes]], metadata: Sequence[tuple[str, str | bytes]]
+    ) -> Principal:
+        principal = self._certificates.principal(auth_context)
+        token = extract_token(metadata)
+        if token is not None:
+            if self._tokens is None:
+                raise unauthenticated(Reason.TOKEN_INVALID, "bearer tokens are not accepted here")
+            principal = principal.merged(self._tokens.verify(token))
+        if not (principal.has_certificate or principal.has_token):
+            raise unauthenticated(Reason.NO_CREDENTIALS, "no client certificate or bearer token")
+        return principal

@@ -1,0 +1,188 @@
+"""Bearer tokens: extract one from metadata, verify it, cache the verdict until expiry.
+
+Verification order (all failures are UNAUTHENTICATED with a reason, never the token):
+size cap → header and unverified `iss` → issuer known → `alg` in that issuer's
+allowlist → key by `kid` (keys from headers such as `jwk`, `jku`, `x5u`, `x5c` are
+never used) → signature, `iss`, `aud`, required claims (PyJWT) → `exp`/`nbf`/`iat`
+against the injected clock with the configured leeway.
+
+An ES256 verification costs ~100 µs, a cache hit ~0.1 µs, so verified tokens are kept
+(keyed by the whole token string) until `exp`. Time claims are re-checked on every hit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import jwt as pyjwt
+
+from proxy import config
+from proxy.authn.jwks import VerificationKey, load_jwks, load_pem_key
+from proxy.call import Principal
+from proxy.errors import Reason, unauthenticated
+
+_SCHEME = "bearer "
+
+
+def extract_token(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
+    """The bearer token from `authorization`; refuse anything ambiguous."""
+    values = [v for k, v in metadata if k == "authorization"]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise unauthenticated(Reason.MULTIPLE_TOKENS, "more than one authorization header")
+    value = values[0]
+    if not isinstance(value, str) or not value[: len(_SCHEME)].lower() == _SCHEME:
+        raise unauthenticated(Reason.TOKEN_MALFORMED, "authorization must be 'Bearer <token>'")
+    token = value[len(_SCHEME):].strip()
+    if not token or " " in token:
+        raise unauthenticated(Reason.TOKEN_MALFORMED, "authorization must be 'Bearer <token>'")
+    return token
+
+
+@dataclass(frozen=True)
+class _Issuer:
+    name: str
+    audiences: tuple[str, ...]
+    algorithms: frozenset[str]
+    keys: tuple[VerificationKey, ...]
+    required: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Verified:
+    principal: Principal
+    exp: float
+    nbf: float | None
+
+
+def _number(claims: dict, name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise unauthenticated(Reason.TOKEN_INVALID, f"token claim {name!r} is not a number")
+    return float(value)
+
+
+class TokenVerifier:
+    """Verifies tokens for the configured issuers. Built once per config."""
+
+    def __init__(self, cfg: config.JWT, clock: Callable[[], float] = time.time) -> None:
+        self._issuers = {}
+        for i, issuer in enumerate(cfg.issuers):
+            where = f"authn.jwt.issuers[{i}]"
+            if issuer.jwks_file is not None:
+                keys = load_jwks(issuer.jwks_file, f"{where}.jwks_file")
+            else:
+                keys = [load_pem_key(p, f"{where}.public_keys[{j}]")
+                        for j, p in enumerate(issuer.public_keys)]
+            self._issuers[issuer.issuer] = _Issuer(
+                issuer.issuer, tuple(issuer.audiences), frozenset(issuer.algorithms),
+                tuple(keys), tuple(dict.fromkeys(["iss", "aud", "exp", *issuer.required_claims])))
+        self._leeway = cfg.leeway_s
+        self._scope_claim = cfg.scope_claim
+        self._max_bytes = cfg.max_token_bytes
+        self._cache_size = cfg.cache_size
+        self._cache: dict[str, _Verified] = {}
+        self._clock = clock
+
+    def verify(self, token: str) -> Principal:
+        now = self._clock()
+        hit = self._cache.get(token)
+        if hit is not None:
+            self._check_time(hit.exp, hit.nbf, None, now)
+            return hit.principal
+        verified = self._verify_uncached(token, now)
+        if self._cache_size:
+            if len(self._cache) >= self._cache_size:
+                self._evict(now)
+            self._cache[token] = verified
+        return verified.principal
+
+    def _evict(self, now: float) -> None:
+        expired = [t for t, v in self._cache.items() if v.exp + self._leeway < now]
+        for t in expired or [next(iter(self._cache))]:
+            self._cache.pop(t, None)
+
+    def _verify_uncached(self, token: str, now: float) -> _Verified:
+        if len(token) > self._max_bytes:
+            raise unauthenticated(Reason.TOKEN_MALFORMED, "token too large")
+        try:
+            header = pyjwt.get_unverified_header(token)
+            unverified = pyjwt.decode(token, options={"verify_signature": False})
+        except pyjwt.InvalidTokenError:
+            raise unauthenticated(Reason.TOKEN_MALFORMED, "token is not a well-formed JWT") from None
+        issuer = self._issuers.get(unverified.get("iss")) if isinstance(
+            unverified.get("iss"), str) else None
+        if issuer is None:
+            raise unauthenticated(Reason.TOKEN_UNKNOWN_ISSUER, "token issuer is not trusted")
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in issuer.algorithms:
+            raise unauthenticated(Reason.TOKEN_ALGORITHM_NOT_ALLOWED,
+                                  "token algorithm is not allowed for its issuer")
+        claims = self._check_signature(token, issuer, alg, header.get("kid"))
+        exp = _number(claims, "exp")
+        nbf = _number(claims, "nbf")
+        self._check_time(exp, nbf, _number(claims, "iat"), now)
+        return _Verified(self._principal(claims), exp, nbf)  # type: ignore[arg-type]
+
+    def _candidate_keys(self, issuer: _Issuer, alg: str, kid: object) -> list[VerificationKey]:
+        usable = [k for k in issuer.keys if alg in k.algorithms]
+        if kid is not None:
+            named = [k for k in usable if k.kid == kid]
+            usable = named or [k for k in usable if k.kid is None]
+        if not usable:
+            raise unauthenticated(Reason.TOKEN_UNKNOWN_KEY, "no trusted key matches the token")
+        return usable
+
+    def _check_signature(self, token: str, issuer: _Issuer, alg: str, kid: object) -> dict:
+        options = {"verify_exp": False, "verify_nbf": False, "verify_iat": False,
+                   "require": list(issuer.required)}
+        for key in self._candidate_keys(issuer, alg, kid):
+            try:
+                return pyjwt.decode(token, key.key, algorithms=[alg], audience=list(
+                    issuer.audiences), issuer=issuer.name, options=options)
+            except pyjwt.InvalidSignatureError:
+                continue
+            except pyjwt.MissingRequiredClaimError as exc:
+                raise unauthenticated(Reason.TOKEN_MISSING_CLAIM,
+                                      f"token lacks required claim {exc.claim!r}") from None
+            except pyjwt.InvalidAudienceError:
+                raise unauthenticated(Reason.TOKEN_BAD_AUDIENCE,
+                                      "token audience is not accepted") from None
+            except (pyjwt.InvalidTokenError, pyjwt.InvalidKeyError, ValueError) as exc:
+                raise unauthenticated(Reason.TOKEN_INVALID, "token is invalid",
+                                      detail=f"token rejected: {type(exc).__name__}") from None
+        raise unauthenticated(Reason.TOKEN_INVALID, "token signature is invalid")
+
+    def _check_time(self, exp: float | None, nbf: float | None, iat: float | None,
+                    now: float) -> None:
+        if exp is None:
+            raise unauthenticated(Reason.TOKEN_MISSING_CLAIM, "token lacks required claim 'exp'")
+        if now > exp + self._leeway:
+            raise unauthenticated(Reason.TOKEN_EXPIRED, "token has expired")
+        if nbf is not None and now < nbf - self._leeway:
+            raise unauthenticated(Reason.TOKEN_NOT_YET_VALID, "token is not yet valid")
+        if iat is not None and now < iat - self._leeway:
+            raise unauthenticated(Reason.TOKEN_NOT_YET_VALID, "token was issued in the future")
+
+    def _principal(self, claims: dict) -> Principal:
+        sub = claims.get("sub")
+        if sub is not None and not isinstance(sub, str):
+            raise unauthenticated(Reason.TOKEN_INVALID, "token claim 'sub' is not a string")
+        raw = claims.get(self._scope_claim)
+        if isinstance(raw, str):
+            scopes = frozenset(raw.split())
+        elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+            scopes = frozenset(raw)
+        elif raw is None:
+            scopes = frozenset()
+        else:
+            raise unauthenticated(Reason.TOKEN_INVALID,
+                                  f"token claim {self._scope_claim!r} is malformed")
+        return Principal(subject=sub, issuer=claims["iss"], scopes=scopes, has_token=True)
+
+

@@ -1,0 +1,117 @@
+"""The values that travel down the pipeline: who is calling, what they asked for, and
+the one mutable `Call` record that each stage fills in and `audit.py` reads."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import grpc
+
+from proxy.errors import Reason
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A verified caller: certificate identity, token identity, or both."""
+
+    spiffe_id: str | None = None
+    dns: tuple[str, ...] = ()
+    cn: str | None = None
+    has_certificate: bool = False
+    subject: str | None = None
+    issuer: str | None = None
+    scopes: frozenset[str] = frozenset()
+    has_token: bool = False
+
+    def merged(self, other: Principal) -> Principal:
+        """Combine a certificate principal with a token principal."""
+        return dataclasses.replace(
+            self,
+            subject=other.subject,
+            issuer=other.issuer,
+            scopes=other.scopes,
+            has_token=other.has_token,
+        )
+
+    def display(self) -> str:
+        """A short, stable name for logs and the identity header; never a secret."""
+        parts = []
+        if self.has_certificate:
+            parts.append(self.spiffe_id or (f"dns:{self.dns[0]}" if self.dns else f"cn:{self.cn}"))
+        if self.has_token:
+            parts.append(f"jwt:{self.issuer}#{self.subject}")
+        return " ".join(parts) or "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTarget:
+    """One model a request addresses. `signature` is None for methods that have none."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+    signature: str | None = None
+
+    def version_text(self) -> str:
+        if self.version is not None:
+            return str(self.version)
+        return f"label:{self.label}" if self.label is not None else "latest"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorFacts:
+    """What the server will allocate for one input tensor (computed, never trusted)."""
+
+    name: str
+    dtype: int
+    shape: tuple[int, ...]
+    elements: int
+    decoded_bytes: int
+    max_string_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ExampleFacts:
+    """Shape of a Classify/Regress/MultiInference `Input`."""
+
+    examples: int
+    max_features: int
+    max_value_bytes: int
+    context_bytes: int
+    serialized_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything policy and limits may know about a request: plain values, no protobuf."""
+
+    targets: tuple[ModelTarget, ...] = ()
+    tensors: tuple[TensorFacts, ...] = ()
+    examples: ExampleFacts | None = None
+
+
+@dataclass(slots=True)
+class Call:
+    """One call's record, filled in stage by stage."""
+
+    method: str
+    peer: str
+    started: float = field(default_factory=time.monotonic)
+    principal: Principal | None = None
+    facts: Facts | None = None
+    upstream: str | None = None
+    reason: Reason = Reason.ALLOWED
+    rule: str | None = None
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    detail: str = ""
+    bytes_in: int = 0
+    bytes_out: int = 0
+    messages_in: int = 0
+    messages_out: int = 0
+
+    def latency_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000.0

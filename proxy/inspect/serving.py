@@ -1,0 +1,109 @@
+"""Parsers for TF Serving requests: which model, version and signature each addresses."""
+
+from __future__ import annotations
+
+from google.protobuf import message as _message
+from google.protobuf import unknown_fields
+
+from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget
+from proxy.errors import malformed
+from proxy.inspect import examples, tensors
+from proxy.pb import serving_pb2
+
+
+def _parse(cls: type[_message.Message], data: bytes) -> _message.Message:
+    try:
+        msg = cls.FromString(data)
+    except _message.DecodeError:
+        raise malformed(f"request is not a valid {cls.__name__}") from None
+    reject_unknown_fields(msg, cls.__name__)
+    return msg
+
+
+def reject_unknown_fields(msg: _message.Message, where: str) -> None:
+    """Refuse fields our schema lacks: a newer server might act on them unchecked."""
+    unknown = unknown_fields.UnknownFieldSet(msg)
+    if len(unknown):
+        raise malformed(f"{where}: unknown field number {unknown[0].field_number}")
+
+
+def _target(spec: serving_pb2.ModelSpec, where: str, *, signature: bool) -> ModelTarget:
+    reject_unknown_fields(spec, where)
+    if not spec.name:
+        raise malformed(f"{where}.name is empty")
+    choice = spec.WhichOneof("version_choice")
+    version = spec.version.value if choice == "version" else None
+    if choice == "version":
+        reject_unknown_fields(spec.version, f"{where}.version")
+    label = spec.version_label if choice == "version_label" else None
+    return ModelTarget(
+        name=spec.name,
+        version=version,
+        label=label,
+        signature=(spec.signature_name or DEFAULT_SIGNATURE) if signature else None,
+    )
+
+
+def _spec_target(msg: _message.Message, *, signature: bool) -> ModelTarget:
+    if not msg.HasField("model_spec"):
+        raise malformed("missing model_spec")
+    return _target(msg.model_spec, "model_spec", signature=signature)
+
+
+def predict(data: bytes) -> Facts:
+    msg = _parse(serving_pb2.PredictRequest, data)
+    target = _spec_target(msg, signature=True)
+    return Facts(targets=(target,), tensors=tensors.inspect_inputs(msg.inputs))
+
+
+def classify(data: bytes) -> Facts:
+    msg = _parse(serving_pb2.ClassificationRequest, data)
+    return Facts(targets=(_spec_target(msg, signature=True),),
+                 examples=examples.inspect_input(msg.input if msg.HasField("input") else None))
+
+
+def regress(data: bytes) -> Facts:
+    msg = _parse(serving_pb2.RegressionRequest, data)
+    return Facts(targets=(_spec_target(msg, signature=True),),
+                 examples=examples.inspect_input(msg.input if msg.HasField("input") else None))
+
+
+def multi_inference(data: bytes) -> Facts:
+    """Every task is a target. The server takes the servable (name and version) from
+    task 0 and ignores the others' versions, so all tasks must agree on both."""
+    msg = _parse(serving_pb2.MultiInferenceRequest, data)
+    if not msg.tasks:
+        raise malformed("MultiInferenceRequest has no tasks")
+    targets = []
+    for i, task in enumerate(msg.tasks):
+        reject_unknown_fields(task, f"tasks[{i}]")
+        if not task.HasField("model_spec"):
+            raise malformed(f"tasks[{i}] has no model_spec")
+        targets.append(_target(task.model_spec, f"tasks[{i}].model_spec", signature=True))
+    first = targets[0]
+    for i, t in enumerate(targets[1:], 1):
+        if (t.name, t.version, t.label) != (first.name, first.version, first.label):
+            raise malformed(f"tasks[{i}] addresses a different model or version than tasks[0]")
+    return Facts(targets=tuple(targets),
+                 examples=examples.inspect_input(msg.input if msg.HasField("input") else None))
+
+
+def metadata(data: bytes) -> Facts:
+    # GetModelMetadata ignores signature_name and returns every signature.
+    msg = _parse(serving_pb2.GetModelMetadataRequest, data)
+    return Facts(targets=(_spec_target(msg, signature=False),))
+
+
+def status(data: bytes) -> Facts:
+    msg = _parse(serving_pb2.GetModelStatusRequest, data)
+    return Facts(targets=(_spec_target(msg, signature=False),))
+
+
+def reload(data: bytes) -> Facts:
+    _parse(serving_pb2.ReloadConfigRequest, data)
+    return Facts()
+
+
+def health(data: bytes) -> Facts:
+    _parse(serving_pb2.HealthCheckRequest, data)
+    return Facts()

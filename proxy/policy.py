@@ -1,0 +1,176 @@
+"""Authorize: default deny; a call passes only if a rule grants every model it addresses.
+
+Rules are compiled once per config into matchers (globs become one regex each), and a
+decision is a plain value: allowed or not, the reason from the closed set, the rule that
+granted it, and a message that names the failed check. When no rule grants a call, the
+reason reported is from the rule that got furthest (principal → identity proofs →
+method → model → version → signature), because that is the check an operator needs to see.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+from proxy import config
+from proxy.call import ModelTarget, Principal
+from proxy.errors import ConfigError, Reason
+from proxy.routing import METHODS, resolve_method_pattern
+
+_ANY = "*"
+
+
+def _globs(patterns: list[str]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+def _matches(pattern: re.Pattern[str] | None, value: str | None) -> bool:
+    return value is not None and pattern is not None and pattern.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: Reason
+    rule: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class _Rule:
+    name: str
+    spiffe: re.Pattern[str] | None
+    dns: re.Pattern[str] | None
+    cn: re.Pattern[str] | None
+    sub: re.Pattern[str] | None
+    iss: re.Pattern[str] | None
+    scopes: frozenset[str]
+    any_authenticated: bool
+    require_certificate: bool
+    require_token: bool
+    methods: frozenset[str]
+    models: re.Pattern[str] | None
+    any_version: bool
+    versions: frozenset[int]
+    labels: frozenset[str]
+    any_signature: bool
+    signatures: frozenset[str]
+
+    def applies_to(self, p: Principal) -> bool:
+        if self.any_authenticated:
+            return True
+        checks = (
+            (self.spiffe, p.spiffe_id), (self.cn, p.cn), (self.sub, p.subject),
+            (self.iss, p.issuer),
+        )
+        if any(pattern is not None and not _matches(pattern, v) for pattern, v in checks):
+            return False
+        if self.dns is not None and not any(_matches(self.dns, d) for d in p.dns):
+            return False
+        return not self.scopes or bool(self.scopes & p.scopes)
+
+    def proofs_met(self, p: Principal) -> bool:
+        return (p.has_certificate or not self.require_certificate) and (
+            p.has_token or not self.require_token)
+
+    def failed_target_check(self, t: ModelTarget) -> Reason | None:
+        if not _matches(self.models, t.name):
+            return Reason.MODEL_NOT_ALLOWED
+        if not self.any_version:
+            if t.version is not None:
+                ok = t.version in self.versions
+            else:
+                ok = (t.label if t.label is not None else "latest") in self.labels
+            if not ok:
+                return Reason.VERSION_NOT_ALLOWED
+        if t.signature is not None and not self.any_signature and (
+                t.signature not in self.signatures):
+            return Reason.SIGNATURE_NOT_ALLOWED
+        return None
+
+
+def _compile_rule(index: int, rule: config.Rule) -> _Rule:
+    where = f"policy.rules[{index}]"
+    methods: set[str] = set()
+    for j, pattern in enumerate(rule.methods):
+        try:
+            methods |= resolve_method_pattern(pattern)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.methods[{j}]", str(exc)) from None
+    if any(METHODS[m].addresses_model for m in methods) and not rule.models:
+        raise ConfigError(f"{where}.models", "required: the rule grants methods that "
+                          "address a model (use ['*'] for every model)")
+    p = rule.principals
+    return _Rule(
+        name=rule.name or f"rules[{index}]",
+        spiffe=_globs(p.spiffe), dns=_globs(p.dns), cn=_globs(p.cn),
+        sub=_globs(p.sub), iss=_globs(p.iss), scopes=frozenset(p.scopes),
+        any_authenticated=p.any_authenticated,
+        require_certificate="certificate" in rule.require or p.needs_certificate(),
+        require_token="token" in rule.require or p.needs_token(),
+        methods=frozenset(methods),
+        models=_globs(rule.models),
+        any_version=_ANY in rule.versions,
+        versions=frozenset(v for v in rule.versions if isinstance(v, int)),
+        labels=frozenset(v for v in rule.versions if isinstance(v, str)),
+        any_signature=_ANY in rule.signatures,
+        signatures=frozenset(rule.signatures),
+    )
+
+
+_MESSAGES = {
+    Reason.NO_MATCHING_RULE: "no rule grants anything to this caller",
+    Reason.IDENTITY_REQUIREMENT: "caller lacks an identity proof the rule requires "
+                                 "(client certificate or token)",
+    Reason.METHOD_NOT_ALLOWED: "method {method} is not allowed for this caller",
+}
+_TARGET_MESSAGES = {
+    Reason.MODEL_NOT_ALLOWED: 'model "{t.name}" is not allowed for this caller',
+    Reason.VERSION_NOT_ALLOWED: 'version {version} of model "{t.name}" is not allowed '
+                                "for this caller",
+    Reason.SIGNATURE_NOT_ALLOWED: 'signature "{t.signature}" of model "{t.name}" is not '
+                                  "allowed for this caller",
+}
+_RANK = [Reason.NO_MATCHING_RULE, Reason.IDENTITY_REQUIREMENT, Reason.METHOD_NOT_ALLOWED,
+         Reason.MODEL_NOT_ALLOWED, Reason.VERSION_NOT_ALLOWED, Reason.SIGNATURE_NOT_ALLOWED]
+
+
+class Policy:
+    """The compiled rule set. `decide` is pure: principal × method × targets → Decision."""
+
+    def __init__(self, cfg: config.Policy) -> None:
+        self._rules = tuple(_compile_rule(i, r) for i, r in enumerate(cfg.rules))
+
+    def decide(self, principal: Principal, method: str,
+               targets: tuple[ModelTarget, ...]) -> Decision:
+        rules = [r for r in self._rules if r.applies_to(principal)]
+        best = (0, Reason.NO_MATCHING_RULE, None)
+        rules_with_proofs = [r for r in rules if r.proofs_met(principal)]
+        if rules and not rules_with_proofs:
+            best = (1, Reason.IDENTITY_REQUIREMENT, None)
+        granting = [r for r in rules_with_proofs if method in r.methods]
+        if rules_with_proofs and not granting:
+            best = (2, Reason.METHOD_NOT_ALLOWED, None)
+        if not granting:
+            return self._deny(best[1], method, None)
+        used = []
+        for target in targets:
+            failures = [r.failed_target_check(target) for r in granting]
+            winner = next((r for r, f in zip(granting, failures) if f is None), None)
+            if winner is None:
+                worst = max(failures, key=_RANK.index)  # type: ignore[arg-type]
+                return self._deny(worst, method, target)  # type: ignore[arg-type]
+            used.append(winner.name)
+        rule = ",".join(dict.fromkeys(used)) if used else granting[0].name
+        return Decision(True, Reason.ALLOWED, rule, "allowed")
+
+    @staticmethod
+    def _deny(reason: Reason, method: str, target: ModelTarget | None) -> Decision:
+        if target is None:
+            message = _MESSAGES[reason].format(method=method)
+        else:
+            message = _TARGET_MESSAGES[reason].format(t=target, version=target.version_text())
+        return Decision(False, reason, None, message)

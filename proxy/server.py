@@ -1,0 +1,248 @@
+"""The gateway: one generic gRPC handler that walks every call through the pipeline.
+
+    authenticate → route → inspect → authorize → (limits) → forward → audit
+
+Each stage either returns or raises `Reject`; this module is the single boundary that
+turns a Reject into a gRPC status, and any unexpected exception into INTERNAL (the call
+is then never forwarded). Handlers take raw bytes in and out (no (de)serializers), one
+cached handler per known method. A call reads `self.state` once, at its start.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import grpc
+
+from proxy import forward, routing
+from proxy.call import Call, Facts
+from proxy.config import Config
+from proxy.errors import Reason, Reject
+from proxy.forward import Metadata, RequestGuard, Upstream
+from proxy.routing import Kind, Method
+from proxy.state import State, build_state
+from proxy.tls import server_credentials
+
+log = logging.getLogger("tfgate")
+
+_NO_DEADLINE_S = 1e7  # gRPC reports "no deadline" as a remaining time of centuries
+_INTERNAL = Reject(grpc.StatusCode.INTERNAL, Reason.INTERNAL_ERROR, "internal error")
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A call that passed every check: where it goes and with what metadata."""
+
+    upstream: Upstream
+    metadata: Metadata
+    timeout: float | None
+
+
+class Gateway(grpc.GenericRpcHandler):
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self._handlers = {path: self._handler(m) for path, m in routing.METHODS.items()}
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        handler = self._handlers.get(details.method)  # type: ignore[arg-type]
+        if handler is None:  # not cached: unknown paths must not grow memory
+            path = details.method
+
+            def refuse(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+                return self._refuse_unknown(path, context)
+
+            handler = grpc.stream_stream_rpc_method_handler(refuse)
+        return handler
+
+    def _handler(self, method: Method) -> grpc.RpcMethodHandler:
+        def unary_unary(request: bytes, context: grpc.ServicerContext) -> bytes:
+            return self._unary(method, request, context)
+
+        def unary_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+            return self._server_stream(method, request, context)
+
+        def stream_unary(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+            return self._client_stream(method, requests, context)
+
+        def stream_stream(requests: Iterator[bytes],
+                          context: grpc.ServicerContext) -> Iterator[bytes]:
+            return self._bidi_stream(method, requests, context)
+
+        fn = locals()[method.kind.value]
+        return getattr(grpc, f"{method.kind.value}_rpc_method_handler")(fn)
+
+    # -- the pipeline --------------------------------------------------------------
+
+    def _admit(self, state: State, call: Call, method: Method,
+               context: grpc.ServicerContext, first: bytes | None) -> Admitted:
+        """Every check before forwarding. `first` is None for client-streaming calls,
+        whose messages are each inspected as they arrive (see `_check_message`)."""
+        metadata = context.invocation_metadata()
+        call.principal = state.authenticator.authenticate(context.auth_context(), metadata)
+        facts = method.inspect(first) if first is not None else Facts()
+        call.facts = facts
+        self._authorize(state, call, method, facts)
+        upstream = state.router.upstream_for(facts)
+        call.upstream = upstream.name
+        remaining = context.time_remaining()
+        timeout = remaining if remaining < _NO_DEADLINE_S else None
+        return Admitted(upstream, state.metadata.upstream_metadata(
+            metadata, call.principal.display()), timeout)
+
+    @staticmethod
+    def _authorize(state: State, call: Call, method: Method, facts: Facts) -> None:
+        decision = state.policy.decide(call.principal, method.path, facts.targets)  # type: ignore[arg-type]
+        call.rule = decision.rule
+        if not decision.allowed:
+            raise Reject(grpc.StatusCode.PERMISSION_DENIED, decision.reason, decision.message)
+
+    def _check_message(self, state: State, call: Call,
+                       method: Method) -> Callable[[bytes], None]:
+        def check(message: bytes) -> None:
+            call.bytes_in += len(message)
+            call.messages_in += 1
+            self._authorize(state, call, method, method.inspect(message))
+        return check
+
+    # -- one function per call kind -------------------------------------------------
+
+    def _unary(self, method: Method, request: bytes, context: grpc.ServicerContext) -> bytes:
+        state = self.state
+        call = Call(method.path, context.peer(), bytes_in=len(request), messages_in=1)
+        try:
+            admitted = self._admit(state, call, method, context, request)
+            response = forward.forward_unary(context, admitted.upstream, method, request,
+                                             admitted.metadata, admitted.timeout)
+            call.bytes_out, call.messages_out = len(response), 1
+            return response
+        except BaseException as exc:  # noqa: BLE001 - the one status boundary
+            self._fail(call, context, exc)
+        finally:
+            state.audit.emit(call)
+
+    def _server_stream(self, method: Method, request: bytes,
+                       context: grpc.ServicerContext) -> Iterator[bytes]:
+        state = self.state
+        call = Call(method.path, context.peer(), bytes_in=len(request), messages_in=1)
+        try:
+            admitted = self._admit(state, call, method, context, request)
+            yield from self._count(call, forward.forward_stream(
+                context, admitted.upstream, method, request, admitted.metadata,
+                admitted.timeout))
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(call, context, exc)
+        finally:
+            state.audit.emit(call)
+
+    def _client_stream(self, method: Method, requests: Iterator[bytes],
+                       context: grpc.ServicerContext) -> bytes:
+        state = self.state
+        call = Call(method.path, context.peer())
+        try:
+            admitted = self._admit(state, call, method, context, None)
+            guard = RequestGuard(requests, self._check_message(state, call, method))
+            response = forward.forward_client_stream(
+                context, admitted.upstream, method, guard, admitted.metadata, admitted.timeout)
+            call.bytes_out, call.messages_out = len(response), 1
+            return response
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(call, context, exc)
+        finally:
+            state.audit.emit(call)
+
+    def _bidi_stream(self, method: Method, requests: Iterator[bytes],
+                     context: grpc.ServicerContext) -> Iterator[bytes]:
+        state = self.state
+        call = Call(method.path, context.peer())
+        try:
+            admitted = self._admit(state, call, method, context, None)
+            guard = RequestGuard(requests, self._check_message(state, call, method))
+            yield from self._count(call, forward.forward_stream(
+                context, admitted.upstream, method, guard, admitted.metadata, admitted.timeout))
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(call, context, exc)
+        finally:
+            state.audit.emit(call)
+
+    def _refuse_unknown(self, path: str, context: grpc.ServicerContext) -> Iterator[bytes]:
+        state = self.state
+        call = Call(path, context.peer())
+        try:
+            call.principal = state.authenticator.authenticate(
+                context.auth_context(), context.invocation_metadata())
+            routing.lookup(call.method)
+            raise _INTERNAL  # unreachable: known methods have their own handlers
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(call, context, exc)
+        finally:
+            state.audit.emit(call)
+        yield b""  # makes this a generator; never reached
+
+    @staticmethod
+    def _count(call: Call, responses: Iterator[bytes]) -> Iterator[bytes]:
+        for response in responses:
+            call.bytes_out += len(response)
+            call.messages_out += 1
+            yield response
+
+    @staticmethod
+    def _fail(call: Call, context: grpc.ServicerContext, exc: BaseException) -> None:
+        """The status boundary: record the outcome, then abort the call."""
+        if isinstance(exc, GeneratorExit):
+            call.code, call.reason = grpc.StatusCode.CANCELLED, Reason.CANCELLED
+            raise exc
+        if isinstance(exc, Reject):
+            reject = exc
+        elif not context.is_active():
+            call.code, call.reason, call.detail = (grpc.StatusCode.CANCELLED, Reason.CANCELLED,
+                                                   "client went away")
+            return
+        else:
+            log.exception("internal error in %s", call.method)
+            reject = Reject(_INTERNAL.code, _INTERNAL.reason, _INTERNAL.message,
+                            detail=f"{type(exc).__name__}: {exc}")
+        call.code, call.reason, call.detail = reject.code, reject.reason, reject.detail
+        context.abort(reject.code, reject.message)
+
+
+class RunningServer:
+    """A started tfgate listener; `address` is what it actually bound."""
+
+    def __init__(self, cfg: Config, state: State | None = None) -> None:
+        self.gateway = Gateway(state or build_state(cfg))
+        self.config = cfg
+        threads = cfg.server.threads
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tfgate"),
+            handlers=[self.gateway],
+            maximum_concurrent_rpcs=threads,
+            options=[
+                ("grpc.max_receive_message_length", cfg.listen.max_message_bytes),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        listen = cfg.listen
+        if listen.tls is None:
+            port = self._server.add_insecure_port(listen.address)
+        else:
+            port = self._server.add_secure_port(listen.address, server_credentials(listen.tls))
+        if port == 0 and not listen.address.startswith("unix:"):
+            raise OSError(f"cannot listen on {listen.address}")
+        host = listen.address.rpartition(":")[0]
+        self.address = listen.address if listen.address.startswith("unix:") else f"{host}:{port}"
+        self.port = port
+
+    def start(self) -> RunningServer:
+        self._server.start()
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        self._server.stop(grace).wait()
+        self.gateway.state.close()
+
+    def wait(self) -> None:
+        self._server.wait_for_termination()

@@ -1,0 +1,10 @@
+"""``python -m proxy.testbackend``: run the TensorFlow Serving stand-in (see the package docstring)."""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+from .server import main  # noqa: E402
+
+sys.exit(main())
