@@ -325,7 +325,7 @@ class TestRecording:
         assert rec["request"] == raw
         assert ("x-id", "abc") in rec["metadata"]
         assert ("x-blob-bin", b"\xff\x00") in rec["metadata"]
-        assert 20 < rec["time_remaining"] <= 30
+        assert 20 < rec["time_remaining"] < 31  # clocks differ slightly
         assert rec["peer"].startswith("ipv4:127.0.0.1:")
 
     def test_recorded_before_processing(self, channel, backend):

@@ -162,8 +162,13 @@ def start_backend(listen: str = "127.0.0.1:0", record: str | os.PathLike | bool 
     backend._reader = threading.Thread(target=read_stdout, name="testbackend-stdout", daemon=True)
     backend._reader.start()
     if not ready.wait(timeout) or not found:
-        tail = backend.stderr_tail()
+        if ready.is_set():  # stdout closed: the process is exiting
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
         code = process.poll()
+        tail = backend.stderr_tail()
         backend.stop()
         state = f"exited with {code}" if code is not None else f"not ready after {timeout:.0f} s"
         raise RuntimeError(f"testbackend {state}; stderr tail:\n{tail}")

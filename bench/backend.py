@@ -1,0 +1,69 @@
+"""The bench backend: the cheapest Python gRPC server, answering fixed bytes.
+
+A sync `grpc.server` with a generic handler and no (de)serializers: every unary call
+gets the same small PredictResponse, and every message on a bidi stream gets one small
+reply. It is not TensorFlow on purpose: the bench measures what tfgate adds, so the
+backend must cost as little as possible (perf-facts.md: ~150 µs per call pinned).
+
+    python -m bench.backend --port 0 --ready-file PATH [--threads 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import pathlib
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from bench.messages import predict_response
+
+STREAM_REPLY = b"\x08\x01"  # a tiny EnqueueResponse-like message per stream message
+
+
+class _Handler(grpc.GenericRpcHandler):
+    def __init__(self) -> None:
+        response = predict_response()
+        self._unary = grpc.unary_unary_rpc_method_handler(lambda request, context: response)
+        self._stream = grpc.stream_stream_rpc_method_handler(self._bidi)
+
+    @staticmethod
+    def _bidi(requests, context):
+        for _ in requests:
+            yield STREAM_REPLY
+
+    def service(self, details: grpc.HandlerCallDetails):
+        if details.method.endswith("/StreamingEnqueue"):
+            return self._stream
+        return self._unary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.backend")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--ready-file", type=pathlib.Path, required=True)
+    args = parser.parse_args(argv)
+    server = grpc.server(ThreadPoolExecutor(max_workers=args.threads),
+                         handlers=[_Handler()],
+                         options=[("grpc.max_receive_message_length", 256 << 20),
+                                  ("grpc.max_send_message_length", -1),
+                                  ("grpc.so_reuseport", 0)])
+    port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+    server.start()
+    gc.collect()
+    gc.freeze()
+    args.ready_file.write_text(f"127.0.0.1:{port}\n")
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    server.stop(0).wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
