@@ -36,6 +36,15 @@ def _resolve_file(value: pathlib.Path, info: ValidationInfo) -> pathlib.Path:
 FilePath = Annotated[pathlib.Path, pydantic.AfterValidator(_resolve_file)]
 
 
+class KeyProblem(ValueError):
+    """Raised by a validator that checks several keys, to name the one at fault:
+    `key` is its path below the validated section, e.g. ("routes", 1, "upstream")."""
+
+    def __init__(self, key: tuple[int | str, ...], problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+
+
 class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -87,7 +96,8 @@ class ListenTLS(Section):
     @pydantic.model_validator(mode="after")
     def _ca_needed(self) -> ListenTLS:
         if self.client_auth != "none" and self.client_ca is None:
-            raise ValueError(f"client_ca is required when client_auth is {self.client_auth!r}")
+            raise KeyProblem(("client_ca",),
+                             f"required when client_auth is {self.client_auth!r}")
         return self
 
 
@@ -111,8 +121,8 @@ class Listen(Section):
             raise ValueError("tls is required (plaintext: true is allowed only on loopback "
                              "or a unix socket)")
         if self.plaintext and not is_loopback(self.address):
-            raise ValueError(f"plaintext listener refused on non-loopback address "
-                             f"{self.address!r}; use tls, 127.0.0.1, ::1 or unix:PATH")
+            raise KeyProblem(("plaintext",), f"plaintext listener refused on non-loopback "
+                             f"address {self.address!r}; use tls, 127.0.0.1, ::1 or unix:PATH")
         return self
 
 
@@ -315,19 +325,23 @@ class Config(Section):
     def _references(self) -> Config:
         names = set(self.upstreams)
         if self.default_upstream is not None and self.default_upstream not in names:
-            raise ValueError(f"default_upstream {self.default_upstream!r} is not in upstreams")
-        for route in self.routes:
+            raise KeyProblem(("default_upstream",),
+                             f"{self.default_upstream!r} is not in upstreams")
+        for i, route in enumerate(self.routes):
             if route.upstream not in names:
-                raise ValueError(f"routes: upstream {route.upstream!r} is not in upstreams")
+                raise KeyProblem(("routes", i, "upstream"),
+                                 f"{route.upstream!r} is not in upstreams")
         tls = self.listen.tls
         certless = self.listen.plaintext or (tls is not None and tls.client_auth != "require")
         for i, rule in enumerate(self.policy.rules):
             if "token" in rule.require or rule.principals.needs_token():
                 if self.authn.jwt is None:
-                    raise ValueError(f"policy.rules[{i}] needs tokens but authn.jwt is not set")
+                    raise KeyProblem(("policy", "rules", i),
+                                     "needs tokens but authn.jwt is not set")
             elif certless:
-                raise ValueError(f"policy.rules[{i}] must require a token: the listener does "
-                                 "not require client certificates")
+                raise KeyProblem(("policy", "rules", i, "require"),
+                                 "must include token: the listener does not require client "
+                                 "certificates")
         return self
 
     def upstream_for_default(self) -> str | None:
@@ -352,7 +366,9 @@ def validate_config(data: Any, base_dir: pathlib.Path | None = None) -> Config:
     except pydantic.ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         message = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(_format_loc(tuple(err["loc"])), message) from None
+        cause = err.get("ctx", {}).get("error")
+        key = cause.key if isinstance(cause, KeyProblem) else ()
+        raise ConfigError(_format_loc((*err["loc"], *key)), message) from None
 
 
 def load_config(path: pathlib.Path) -> Config:
