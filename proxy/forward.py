@@ -181,9 +181,11 @@ def forward_client_stream(context: grpc.ServicerContext, upstream: Upstream, met
     context.add_callback(future.cancel)
     try:
         response = future.result()
-    except grpc.RpcError as err:
+    except (grpc.RpcError, grpc.FutureCancelledError) as err:
         if requests.rejected is not None:
             raise requests.rejected from None
+        if isinstance(err, grpc.FutureCancelledError):
+            raise  # the client went away; the server boundary records CANCELLED
         raise _relay_error(context, err) from None
     context.send_initial_metadata(relayable(future.initial_metadata()))
     _finish(context, future)

@@ -1,0 +1,256 @@
+"""Forwarding over real sockets without TensorFlow: routing across upstreams, unix
+sockets, upstream TLS, audit events, cancellation, and all four gRPC call kinds."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from proxy import routing
+from proxy.call import Facts
+from proxy.devpki import mint_claims
+from proxy.errors import malformed
+from proxy.pb import serving_pb2
+from proxy.routing import Access, Kind, Method
+from tests.conftest import AUDIENCE, ISSUER, base_config
+
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
+CLIENT_STREAM = "/tfgate.test.Echo/ClientStream"
+BIDI = "/tfgate.test.Echo/Bidi"
+
+
+def predict_bytes(model: str, version: int | None = None) -> bytes:
+    request = serving_pb2.PredictRequest()
+    request.model_spec.name = model
+    if version is not None:
+        request.model_spec.version.value = version
+    return request.SerializeToString()
+
+
+class RawBackend:
+    """A raw-bytes gRPC server that records what it receives and echoes it back."""
+
+    def __init__(self, address: str = "127.0.0.1:0", credentials=None) -> None:
+        self.received: list[tuple[str, bytes]] = []
+        self.cancelled = threading.Event()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.server = grpc.server(ThreadPoolExecutor(8))
+        self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "tensorflow.serving.PredictionService",
+            {"Predict": grpc.unary_unary_rpc_method_handler(self._unary)})])
+        self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "tfgate.test.Echo",
+            {"ClientStream": grpc.stream_unary_rpc_method_handler(self._client_stream),
+             "Bidi": grpc.stream_stream_rpc_method_handler(self._bidi)})])
+        if credentials is None:
+            port = self.server.add_insecure_port(address)
+        else:
+            port = self.server.add_secure_port(address, credentials)
+        self.address = address if address.startswith("unix:") else f"127.0.0.1:{port}"
+        self.server.start()
+
+    def _unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self.received.append((PREDICT, request))
+        metadata = dict(context.invocation_metadata())
+        if "x-block" in metadata:
+            context.add_callback(self.cancelled.set)
+            self.entered.set()
+            self.release.wait(10)
+        return b"echo:" + request
+
+    def _client_stream(self, requests, context) -> bytes:
+        messages = []
+        for message in requests:
+            self.received.append((CLIENT_STREAM, message))
+            messages.append(message)
+        return b"|".join(messages)
+
+    def _bidi(self, requests, context):
+        for message in requests:
+            self.received.append((BIDI, message))
+            yield b"echo:" + message
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.stop(0)
+
+
+@pytest.fixture
+def raw_backend():
+    backend = RawBackend()
+    yield backend
+    backend.stop()
+
+
+def token_metadata(signing, **claims):
+    base = mint_claims(issuer=ISSUER, audience=AUDIENCE, subject="svc", scope="predict")
+    return [("authorization", "Bearer " + signing.key.token({**base, **claims}))]
+
+
+class TestRouting:
+    def test_models_are_routed_to_their_upstream(self, pki, signing, make_proxy):
+        """Model-name globs choose the upstream; others go to the default."""
+        a, b = RawBackend(), RawBackend()
+        try:
+            config = base_config(pki, signing, a.address)
+            config["upstreams"]["team-b"] = {"address": b.address}
+            config["default_upstream"] = "serving"
+            config["routes"] = [{"models": ["other_*"], "upstream": "team-b"}]
+            config["policy"]["rules"][0]["models"] = ["*"]
+            proxy = make_proxy(config)
+            call = pki.channel(proxy.address, pki.alice).unary_unary(PREDICT)
+            assert call(predict_bytes("other_model"), timeout=5).startswith(b"echo:")
+            call(predict_bytes("half_plus_two"), timeout=5)
+            assert [r for _, r in b.received] == [predict_bytes("other_model")]
+            assert [r for _, r in a.received] == [predict_bytes("half_plus_two")]
+        finally:
+            a.stop()
+            b.stop()
+
+
+class TestTransports:
+    def test_unix_socket_listener_and_upstream(self, pki, signing, make_proxy, tmp_path):
+        """A plaintext listener on a unix socket forwards to a unix-socket upstream."""
+        backend = RawBackend(f"unix:{tmp_path}/up.sock")
+        try:
+            config = base_config(pki, signing, backend.address)
+            config["listen"] = {"address": f"unix:{tmp_path}/tfgate.sock", "plaintext": True}
+            config["policy"]["rules"] = [r for r in config["policy"]["rules"]
+                                         if r["name"] == "token-callers"]
+            proxy = make_proxy(config)
+            call = grpc.insecure_channel(proxy.address).unary_unary(PREDICT)
+            with pytest.raises(grpc.RpcError) as info:
+                call(predict_bytes("half_plus_two"), timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            request = predict_bytes("half_plus_two", version=1)
+            assert call(request, timeout=5, metadata=token_metadata(signing)) == (
+                b"echo:" + request)
+        finally:
+            backend.stop()
+
+    def test_upstream_tls_with_client_certificate(self, pki, signing, make_proxy):
+        """tfgate can reach an mTLS upstream, presenting its own client certificate."""
+        upstream_cert = pki.ca.server(file_stem="upstream")
+        proxy_cert = pki.ca.client("tfgate-proxy", file_stem="tfgate-proxy")
+        creds = grpc.ssl_server_credentials(
+            [(upstream_cert.key_pem, upstream_cert.cert_pem)],
+            root_certificates=pki.ca.ca.cert_pem, require_client_auth=True)
+        backend = RawBackend(credentials=creds)
+        try:
+            config = base_config(pki, signing, backend.address.replace("127.0.0.1", "localhost"))
+            config["upstreams"]["serving"]["tls"] = {
+                "ca": str(pki.ca.ca.cert_path), "cert": str(proxy_cert.cert_path),
+                "key": str(proxy_cert.key_path)}
+            proxy = make_proxy(config)
+            call = pki.channel(proxy.address, pki.alice).unary_unary(PREDICT)
+            assert call(predict_bytes("half_plus_two"), timeout=5).startswith(b"echo:")
+        finally:
+            backend.stop()
+
+
+class TestAudit:
+    def test_one_event_per_call_and_no_secrets(self, pki, signing, make_proxy, raw_backend,
+                                               tmp_path):
+        """Every call, allowed or not, yields exactly one JSON event; the token never appears."""
+        log = tmp_path / "audit.jsonl"
+        config = base_config(pki, signing, raw_backend.address)
+        config["audit"] = {"output": str(log)}
+        proxy = make_proxy(config)
+        channel = pki.channel(proxy.address, pki.cn_client)
+        metadata = token_metadata(signing)
+        token = metadata[0][1].split()[1]
+        channel.unary_unary(PREDICT)(predict_bytes("half_plus_two", 1), metadata=metadata,
+                                     timeout=5)
+        for model in ("other_model", "secret_model"):
+            with pytest.raises(grpc.RpcError):
+                channel.unary_unary(PREDICT)(predict_bytes(model), metadata=metadata, timeout=5)
+        proxy.stop(0)
+        text = log.read_text()
+        events = [json.loads(line) for line in text.splitlines()]
+        assert [(e["model"], e["decision"], e["status"]) for e in events] == [
+            ("half_plus_two", "allow", "OK"),
+            ("other_model", "deny", "PERMISSION_DENIED"),
+            ("secret_model", "deny", "PERMISSION_DENIED")]
+        assert events[0]["principal"] == f"cn:legacy-client jwt:{ISSUER}#svc"
+        assert events[1]["reason"] == "model-not-allowed"
+        assert token not in text and token.split(".")[2] not in text
+
+
+class TestCancellation:
+    def test_client_cancel_cancels_upstream(self, pki, signing, make_proxy, raw_backend):
+        """Cancelling the client's call cancels the upstream call."""
+        proxy = make_proxy(base_config(pki, signing, raw_backend.address))
+        call = pki.channel(proxy.address, pki.alice).unary_unary(PREDICT)
+        future = call.future(predict_bytes("half_plus_two"), metadata=[("x-block", "1")],
+                             timeout=30)
+        assert raw_backend.entered.wait(10)
+        future.cancel()
+        assert raw_backend.cancelled.wait(10), "upstream call was not cancelled"
+
+
+def _refuse_forbidden(message: bytes) -> Facts:
+    if b"forbidden" in message:
+        raise malformed("forbidden message")
+    return Facts()
+
+
+@pytest.fixture
+def streaming_methods(monkeypatch):
+    """Two test-only streaming methods, so the client-streaming and bidi forwarders can be
+    exercised (TF Serving itself has none); each message is inspected on its way."""
+    extra = {
+        CLIENT_STREAM: Method(CLIENT_STREAM, Access.INFRA, Kind.STREAM_UNARY, _refuse_forbidden),
+        BIDI: Method(BIDI, Access.INFRA, Kind.STREAM_STREAM, _refuse_forbidden),
+    }
+    monkeypatch.setattr(routing, "METHODS", {**routing.METHODS, **extra})
+    import proxy.policy
+    import proxy.server
+    monkeypatch.setattr(proxy.server.routing, "METHODS", routing.METHODS)
+    monkeypatch.setattr(proxy.policy, "METHODS", routing.METHODS)
+
+
+class TestStreaming:
+    def config(self, pki, signing, raw_backend):
+        config = base_config(pki, signing, raw_backend.address)
+        config["policy"]["rules"].append({"name": "streams", "principals": {"cn": ["legacy-*"]},
+                                          "methods": [CLIENT_STREAM, BIDI]})
+        return config
+
+    def test_client_stream_and_bidi_forward_every_message(self, pki, signing, make_proxy,
+                                                          raw_backend, streaming_methods):
+        """Streamed messages arrive upstream in order and responses stream back."""
+        proxy = make_proxy(self.config(pki, signing, raw_backend))
+        channel = pki.channel(proxy.address, pki.cn_client)
+        assert channel.stream_unary(CLIENT_STREAM)(iter([b"a", b"b"]), timeout=5) == b"a|b"
+        replies = list(channel.stream_stream(BIDI)(iter([b"1", b"2", b"3"]), timeout=5))
+        assert replies == [b"echo:1", b"echo:2", b"echo:3"]
+        assert [m for _, m in raw_backend.received] == [b"a", b"b", b"1", b"2", b"3"]
+
+    @pytest.mark.parametrize("path", [CLIENT_STREAM, BIDI])
+    def test_refused_message_never_reaches_upstream(self, pki, signing, make_proxy,
+                                                    raw_backend, streaming_methods, path):
+        """A message that fails inspection ends the call with its status and is not sent."""
+        proxy = make_proxy(self.config(pki, signing, raw_backend))
+        channel = pki.channel(proxy.address, pki.cn_client)
+        kind = channel.stream_unary if path == CLIENT_STREAM else channel.stream_stream
+        with pytest.raises(grpc.RpcError) as info:
+            result = kind(path)(iter([b"ok", b"forbidden", b"after"]), timeout=5)
+            list(result) if path == BIDI else None
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        sent = [m for _, m in raw_backend.received]
+        assert b"forbidden" not in sent and b"after" not in sent
+
+    def test_stream_method_refused_without_rule(self, pki, signing, make_proxy, raw_backend,
+                                                streaming_methods):
+        """Streaming methods obey the policy like unary ones."""
+        proxy = make_proxy(self.config(pki, signing, raw_backend))
+        channel = pki.channel(proxy.address, pki.alice)
+        with pytest.raises(grpc.RpcError) as info:
+            list(channel.stream_stream(BIDI)(iter([b"1"]), timeout=5))
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert raw_backend.received == []
