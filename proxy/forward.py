@@ -11,6 +11,7 @@ initial and trailing metadata come back as they were.
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 
 import grpc
@@ -41,8 +42,15 @@ class MetadataFilter:
         kept = tuple((k, v) for k, v in metadata
                      if k not in self._drop and not k.startswith((":", "grpc-")))
         if self._identity_key:
-            kept += ((self._identity_key, principal),)
+            kept += ((self._identity_key, header_safe(principal)),)
         return kept
+
+
+def header_safe(value: str) -> str:
+    """Percent-encode what an ASCII metadata value cannot carry (a unicode CN or `sub`)."""
+    if value.isascii() and value.isprintable() and "%" not in value:
+        return value
+    return urllib.parse.quote(value, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
 def relayable(metadata: Sequence[tuple[str, str | bytes]] | None) -> Metadata:
