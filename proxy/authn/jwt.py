@@ -24,6 +24,7 @@ from proxy.call import Principal
 from proxy.errors import Reason, unauthenticated
 
 _SCHEME = "bearer "
+_MAX_TIME = 2.0**53  # NumericDate bound: exact as a float, far beyond any real time
 
 
 def extract_token(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
@@ -62,7 +63,8 @@ def _number(claims: dict, name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            -_MAX_TIME < value < _MAX_TIME):  # also refuses NaN and ints too big for a float
         raise unauthenticated(Reason.TOKEN_INVALID, f"token claim {name!r} is not a number")
     return float(value)
 
