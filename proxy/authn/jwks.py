@@ -21,6 +21,7 @@ from proxy.errors import ConfigError
 
 _EC_ALG = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 _RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+_SIGNATURE_ALGS = (*sorted(_RSA_ALGS), *_EC_ALG.values(), "EdDSA")  # a tuple: `in` never hashes
 _PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
 
 
@@ -44,11 +45,15 @@ def algorithms_for(key: object) -> frozenset[str]:
 
 
 def _from_jwk(entry: dict, where: str) -> VerificationKey:
+    if not isinstance(entry, dict):
+        raise ConfigError(where, "a key must be a JSON object")
     if _PRIVATE_JWK_MEMBERS & entry.keys():
         raise ConfigError(where, "contains private or symmetric key material; "
                           "publish only public keys")
     if entry.get("use", "sig") != "sig":
         raise ConfigError(where, f"key use {entry.get('use')!r} is not 'sig'")
+    if "alg" in entry and entry["alg"] not in _SIGNATURE_ALGS:
+        raise ConfigError(where, f"alg {entry['alg']!r} is not an asymmetric signature algorithm")
     try:
         key = jwt.PyJWK(entry).key
     except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, KeyError) as exc:
