@@ -12,6 +12,7 @@ An ES256 verification costs ~100 µs, a cache hit ~0.1 µs, so verified tokens a
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ class TokenVerifier:
         self._max_bytes = cfg.max_token_bytes
         self._cache_size = cfg.cache_size
         self._cache: dict[str, _Verified] = {}
+        self._cache_lock = threading.Lock()  # server threads share the cache; lookups need none
         self._clock = clock
 
     def verify(self, token: str) -> Principal:
@@ -99,9 +101,10 @@ class TokenVerifier:
             return hit.principal
         verified = self._verify_uncached(token, now)
         if self._cache_size:
-            if len(self._cache) >= self._cache_size:
-                self._evict(now)
-            self._cache[token] = verified
+            with self._cache_lock:
+                if len(self._cache) >= self._cache_size:
+                    self._evict(now)
+                self._cache[token] = verified
         return verified.principal
 
     def _evict(self, now: float) -> None:
