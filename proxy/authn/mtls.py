@@ -7,6 +7,8 @@ cached by the certificate's PEM (one entry per distinct client certificate).
 
 from __future__ import annotations
 
+import threading
+
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
@@ -37,6 +39,7 @@ class CertificateIdentities:
     def __init__(self, cache_size: int = 4096) -> None:
         self._cache: dict[bytes, Principal] = {}
         self._cache_size = cache_size
+        self._lock = threading.Lock()  # server threads share the cache; lookups need none
 
     def principal(self, auth_context: dict[str, list[bytes]]) -> Principal:
         pems = auth_context.get("x509_pem_cert")
@@ -46,7 +49,8 @@ class CertificateIdentities:
         found = self._cache.get(pem)
         if found is None:
             found = principal_from_pem(pem)
-            if len(self._cache) >= self._cache_size:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[pem] = found
+            with self._lock:
+                if len(self._cache) >= self._cache_size:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[pem] = found
         return found
