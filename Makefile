@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both set up what they need first.
-.PHONY: setup demo test test-fast bench protos
+.PHONY: setup demo test test-fast bench protos docs
 
 setup:
 	@scripts/setup
@@ -18,3 +18,7 @@ bench: setup
 
 protos: setup
 	.venv/bin/python protos/generate.py
+
+# docs/config.md is generated from proxy/config.py; tests/test_configdoc.py checks it.
+docs: setup
+	.venv/bin/python -m proxy.configdoc > docs/config.md
