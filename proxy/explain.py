@@ -13,9 +13,12 @@ from proxy.routing import METHODS, resolve_method_pattern
 
 def explain(cfg: Config, args: argparse.Namespace) -> str:
     try:
-        (path,) = resolve_method_pattern(args.method)
+        paths = resolve_method_pattern(args.method)
     except ValueError as exc:
         raise ConfigError("--method", str(exc)) from None
+    if len(paths) != 1:
+        raise ConfigError("--method", f"{args.method!r} matches {len(paths)} methods; name one")
+    (path,) = paths
     method = METHODS[path]
     principal = Principal(
         spiffe_id=args.spiffe, dns=tuple(args.dns), cn=args.cn,
