@@ -206,6 +206,7 @@ def steps(client: Client, backend: Any) -> list[Step]:
         return "the model server was asked to reload its config"
 
     denied = (grpc.StatusCode.PERMISSION_DENIED,)
+    big = client.request(values=(1.0,), shape=(BIG,))
     return [
         Step("Team A's service (mTLS cert spiffe://demo.tfgate/team-a/alice) calls Predict",
              "rule team-a-predict grants Predict on half_plus_two", allowed),
@@ -223,18 +224,18 @@ def steps(client: Client, backend: Any) -> list[Step]:
         Step("Team A calls ModelService/HandleReloadConfigRequest (loads models from any path)",
              "admin methods must be named by a rule; only the ops identity has one", reload,
              denied),
-        Step(f"Team A sends a 30-byte Predict declaring shape [{BIG}] with one float value",
-             "ModelServer would expand it to 4 GB; tfgate must refuse it before forwarding",
-             lambda: expanding_call(client, backend), OK_CODES),
+        Step(f"Team A sends a {big.ByteSize()}-byte Predict declaring shape [{BIG}] with one "
+             "float value", "ModelServer would expand it to 4 GB; tfgate must refuse it "
+             "before forwarding", lambda: expanding_call(client, backend, big), OK_CODES),
     ]
 
 
-def expanding_call(client: Client, backend: Any) -> str:
+def expanding_call(client: Client, backend: Any, request: Any) -> str:
     """If the request reaches the model server, stop the server at once (the step has
     failed anyway) rather than let it allocate 4 GB on this machine."""
     before = len(backend.records())
     stub = client.prediction(client.channel("alice"))
-    future = stub.Predict.future(client.request(values=(1.0,), shape=(BIG,)), timeout=10)
+    future = stub.Predict.future(request, timeout=10)
     while not future.done():
         if len(backend.records()) > before:
             backend.process.kill()
