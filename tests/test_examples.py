@@ -154,3 +154,30 @@ def test_relative_paths_are_resolved_against_the_example(tree):
     assert cfg.listen.tls is not None
     assert cfg.listen.tls.cert.resolve() == tree / "certs" / "out" / "server.pem"
 
+
+README = EXAMPLES.parent / "README.md"
+
+
+def _readme_yaml_blocks() -> list[str]:
+    import re
+
+    return re.findall(r"```yaml\n(.*?)```", README.read_text(), re.DOTALL)
+
+
+class TestReadme:
+    def test_annotated_config_passes_tfgate_check(self, tree, capsys):
+        """The README's complete annotated config is valid as printed."""
+        (full,) = [b for b in _readme_yaml_blocks() if b.startswith("# tfgate.yaml")]
+        path = tree / "examples" / "readme.yaml"
+        path.write_text(full)
+        assert cli.cmd_check(argparse.Namespace(config=path)) == 0
+
+    def test_cookbook_rules_are_valid_rules(self, tree):
+        """Each cookbook snippet is a rule the README's annotated config accepts."""
+        (full,) = [b for b in _readme_yaml_blocks() if b.startswith("# tfgate.yaml")]
+        snippets = [b for b in _readme_yaml_blocks() if b.startswith("- name:")]
+        assert len(snippets) >= 4
+        for snippet in snippets:
+            data = yaml.safe_load(full)
+            data["policy"]["rules"] = yaml.safe_load(snippet)
+            validate_config(data, base_dir=tree / "examples")
