@@ -298,6 +298,14 @@ class Audit(Section):
 
     output: str = Field("stderr", description="`stdout`, `stderr`, or a file path to append to.")
 
+    @pydantic.field_validator("output")
+    @classmethod
+    def _beside_config(cls, value: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base_dir")
+        if value in ("stdout", "stderr") or base is None:
+            return value
+        return str(pathlib.Path(base) / value)
+
 
 class Server(Section):
     """Process model."""
