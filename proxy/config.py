@@ -198,6 +198,16 @@ class JWT(Section):
     cache_size: int = Field(10000, ge=0, description="Verified tokens kept (until they expire).")
     max_token_bytes: int = Field(8192, gt=0, description="Longer tokens are refused unread.")
 
+    @pydantic.model_validator(mode="after")
+    def _distinct_issuers(self) -> JWT:
+        seen: set[str] = set()
+        for i, issuer in enumerate(self.issuers):
+            if issuer.issuer in seen:
+                raise KeyProblem(("issuers", i, "issuer"), f"{issuer.issuer!r} is listed twice; "
+                                 "give one entry with all of its keys")
+            seen.add(issuer.issuer)
+        return self
+
 
 class Authn(Section):
     """How callers prove who they are. Certificates come from the TLS listener."""
