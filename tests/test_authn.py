@@ -1,0 +1,92 @@
+"""Tests for proxy.authn: certificate and token make one principal, or the call is refused."""
+
+from __future__ import annotations
+
+import pathlib
+
+import grpc
+import pytest
+
+from proxy import config
+from proxy.authn import Authenticator
+from proxy.authn.jwt import TokenVerifier
+from proxy.authn.mtls import CertificateIdentities
+from proxy.devpki import DevPKI, SigningKey, mint_claims, write_jwks
+from proxy.errors import Reason, Reject
+
+NOW = 1_800_000_000
+ISS = "https://issuer.example"
+SPIFFE = "spiffe://example.org/ns/prod/sa/alice"
+
+
+@pytest.fixture(scope="module")
+def material(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, SigningKey, pathlib.Path]:
+    out = tmp_path_factory.mktemp("authn")
+    cert = DevPKI.create(out).client("alice", spiffe_id=SPIFFE).cert_pem
+    key = SigningKey.generate("k1", "ES256")
+    return cert, key, write_jwks(out / "jwks.json", [key])
+
+
+@pytest.fixture
+def authenticator(material: tuple[bytes, SigningKey, pathlib.Path]) -> Authenticator:
+    cfg = config.JWT.model_validate({"issuers": [{
+        "issuer": ISS, "audiences": ["tfgate"], "algorithms": ["ES256"],
+        "jwks_file": str(material[2])}]})
+    return Authenticator(CertificateIdentities(), TokenVerifier(cfg, clock=lambda: NOW))
+
+
+def _bearer(key: SigningKey) -> list[tuple[str, str]]:
+    # {"iss": ISS, "aud": "tfgate", "sub": "bob", "iat": NOW, "nbf": NOW, "exp": NOW+600,
+    #  "scope": "predict"}
+    valid = key.token(mint_claims(issuer=ISS, audience="tfgate", subject="bob", now=NOW,
+                                  scope="predict"))
+    return [("authorization", f"Bearer {valid}")]
+
+
+class TestAuthenticator:
+    def test_certificate_only(self, authenticator: Authenticator,
+                              material: tuple[bytes, SigningKey, pathlib.Path]) -> None:
+        """A client certificate alone gives a certificate principal."""
+        principal = authenticator.authenticate({"x509_pem_cert": [material[0]]}, [])
+        assert principal.spiffe_id == SPIFFE and principal.has_certificate
+        assert not principal.has_token
+
+    def test_token_only(self, authenticator: Authenticator,
+                        material: tuple[bytes, SigningKey, pathlib.Path]) -> None:
+        """A bearer token alone gives a token principal."""
+        principal = authenticator.authenticate({}, _bearer(material[1]))
+        assert principal.subject == "bob" and principal.has_token
+        assert not principal.has_certificate
+
+    def test_both(self, authenticator: Authenticator,
+                  material: tuple[bytes, SigningKey, pathlib.Path]) -> None:
+        """Certificate and token merge into one principal with both identities."""
+        principal = authenticator.authenticate({"x509_pem_cert": [material[0]]},
+                                               _bearer(material[1]))
+        assert (principal.spiffe_id, principal.subject) == (SPIFFE, "bob")
+        assert principal.has_certificate and principal.has_token
+        assert principal.scopes == frozenset({"predict"})
+
+    def test_neither(self, authenticator: Authenticator) -> None:
+        """No certificate and no token is UNAUTHENTICATED."""
+        with pytest.raises(Reject) as info:
+            authenticator.authenticate({}, [("x-other", "1")])
+        assert info.value.code is grpc.StatusCode.UNAUTHENTICATED
+        assert info.value.reason is Reason.NO_CREDENTIALS
+
+    def test_bad_token_with_good_certificate(
+            self, authenticator: Authenticator,
+            material: tuple[bytes, SigningKey, pathlib.Path]) -> None:
+        """An invalid token is refused even when the certificate alone would do."""
+        with pytest.raises(Reject) as info:
+            authenticator.authenticate({"x509_pem_cert": [material[0]]},
+                                       [("authorization", "Bearer not.a.jwt")])
+        assert info.value.code is grpc.StatusCode.UNAUTHENTICATED
+
+    def test_token_without_verifier(self,
+                                    material: tuple[bytes, SigningKey, pathlib.Path]) -> None:
+        """With no authn.jwt configured, a presented token is refused, not ignored."""
+        authenticator = Authenticator(CertificateIdentities(), None)
+        with pytest.raises(Reject) as info:
+            authenticator.authenticate({"x509_pem_cert": [material[0]]}, _bearer(material[1]))
+        assert info.value.reason is Reason.TOKEN_INVALID
