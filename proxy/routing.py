@@ -60,6 +60,15 @@ class Method:
 _SERVING = "/tensorflow.serving.PredictionService/"
 _MODEL = "/tensorflow.serving.ModelService/"
 _HEALTH = "/grpc.health.v1.Health/"
+_EAGER = "/tensorflow.eager.EagerService/"
+
+
+def _eager_stream(data: bytes) -> Facts:
+    """StreamingEnqueue messages are not inspected yet: op inspection of eager requests
+    (EnqueueRequest) is future work. Until then the method is ADMIN, so it is refused
+    unless a rule names its full path, and such a rule grants every op it carries."""
+    return Facts()
+
 
 METHODS: dict[str, Method] = {m.path: m for m in (
     Method(_SERVING + "Predict", Access.DATA, Kind.UNARY_UNARY, serving.predict),
@@ -71,6 +80,7 @@ METHODS: dict[str, Method] = {m.path: m for m in (
     Method(_MODEL + "HandleReloadConfigRequest", Access.ADMIN, Kind.UNARY_UNARY, serving.reload),
     Method(_HEALTH + "Check", Access.INFRA, Kind.UNARY_UNARY, serving.health),
     Method(_HEALTH + "Watch", Access.INFRA, Kind.UNARY_STREAM, serving.health),
+    Method(_EAGER + "StreamingEnqueue", Access.ADMIN, Kind.STREAM_STREAM, _eager_stream),
 )}
 
 # Refused whatever the policy says: the profiler writes files and directories chosen by
