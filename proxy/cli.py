@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import pathlib
 import signal
 import sys
 import threading
 
-from proxy.config import Config, load_config
+from proxy.config import Config, load_config, parse_address
 from proxy.errors import ConfigError
 
 
@@ -33,11 +34,47 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from proxy.server import RunningServer
+    from proxy import workers
 
     cfg = _load(args.config)
-    server = RunningServer(cfg).start()
-    print(f"tfgate: serving on {server.address}", file=sys.stderr, flush=True)
+    if args.worker_index is not None:  # one of the supervisor's workers
+        workers.die_with_parent()
+        return _serve(cfg, args, cpu=args.worker_cpu, shared_port=True)
+    plan = workers.plan(args.workers, pin=not args.no_pin)
+    kind, _, port = parse_address(cfg.listen.address)
+    shareable = kind == "tcp" and bool(port)
+    if plan.workers > 1 and not shareable and args.workers is None:
+        logging.getLogger("tfgate").info(
+            "listen.address %s cannot be shared by workers: serving with one process",
+            cfg.listen.address)
+        plan = workers.plan(1, pin=not args.no_pin)
+    if plan.workers == 1:
+        return _serve(cfg, args, cpu=plan.cpus[0], shared_port=False)
+    if not shareable:
+        raise ConfigError("listen.address", f"--workers {plan.workers} needs a fixed TCP port "
+                          "that the workers share (port 0 and unix sockets cannot be shared); "
+                          "set one or use --workers 1")
+
+    def worker_argv(index: int, cpu: int | None, ready: pathlib.Path) -> list[str]:
+        argv = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(args.config),
+                "--workers", str(plan.workers), "--worker-index", str(index),
+                "--ready-file", str(ready)]
+        return argv + (["--worker-cpu", str(cpu)] if cpu is not None else [])
+
+    return workers.supervise(worker_argv, plan, args.ready_file, cfg.listen.address)
+
+
+def _serve(cfg: Config, args: argparse.Namespace, *, cpu: int | None, shared_port: bool) -> int:
+    """Serve in this process, pinned to `cpu` before gRPC starts any thread."""
+    from proxy import workers
+    from proxy.server import RunningServer
+
+    workers.pin_to(cpu)
+    server = RunningServer(cfg, reuse_port=shared_port).start()
+    gc.collect()
+    gc.freeze()  # start-up objects never change: keep them out of every later collection
+    where = "" if cpu is None else f" (CPU {cpu})"
+    print(f"tfgate: serving on {server.address}{where}", file=sys.stderr, flush=True)
     if args.ready_file:
         args.ready_file.write_text(server.address + "\n")
     stopping = threading.Event()
@@ -77,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=pathlib.Path, required=True)
     serve.add_argument("--ready-file", type=pathlib.Path,
                        help="write the bound address here once serving")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="processes sharing the port, each pinned to its own core "
+                            "(default: one per available core; N > 1 needs a fixed port)")
+    serve.add_argument("--no-pin", action="store_true",
+                       help="do not pin workers to cores")
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-cpu", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check", help="validate a config and the files it names")

@@ -211,7 +211,8 @@ class Gateway(grpc.GenericRpcHandler):
 class RunningServer:
     """A started tfgate listener; `address` is what it actually bound."""
 
-    def __init__(self, cfg: Config, state: State | None = None) -> None:
+    def __init__(self, cfg: Config, state: State | None = None, *,
+                 reuse_port: bool = False) -> None:
         self.gateway = Gateway(state or build_state(cfg))
         self.config = cfg
         threads = cfg.server.threads
@@ -222,7 +223,9 @@ class RunningServer:
             options=[
                 ("grpc.max_receive_message_length", cfg.listen.max_message_bytes),
                 ("grpc.max_send_message_length", -1),
-                ("grpc.so_reuseport", 0),
+                # Shared only by tfgate's own workers (proxy/workers.py); otherwise a
+                # stale process on the same port would silently take half the calls.
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
             ],
         )
         listen = cfg.listen

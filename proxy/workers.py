@@ -1,0 +1,202 @@
+"""Worker processes: `tfgate serve --workers N` runs N processes that share one port.
+
+This module knows nothing of the pipeline. The supervisor re-executes the same
+`serve` command N times with `--worker-index i`; each worker pins itself to one core,
+builds its own state and listens on the same host:port with SO_REUSEPORT, so the
+kernel spreads incoming *connections* (not calls) across workers.
+
+Why processes pinned to cores: one Python process runs on one core at a time (the
+GIL), and a sync gRPC server whose threads float across cores pays for every
+hand-off between its threads with a cross-core wake-up (perf-facts.md: ~600 µs per
+proxied call unpinned vs ~250 µs pinned).
+
+Default N: one per core this process may use (`os.sched_getaffinity`), lowered to a
+cgroup CPU quota if one is set. Workers are pinned only when the cores are really
+theirs: not when N exceeds them, and not under a quota smaller than the core set
+(there, other tenants' processes share those cores, and pinning would crowd them).
+
+Lifecycle: SIGTERM/SIGINT are forwarded to every worker, which drains for
+`server.grace_s`; the supervisor exits once all have, 0 if all exited cleanly.
+A worker that dies on its own is logged and restarted on its core. One that dies
+before it serves counts as a failed start; after `MAX_FAILED_STARTS` in a row (a port
+taken, a bad certificate: retrying will not help) the supervisor stops every worker
+and exits with that worker's status.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger("tfgate")
+
+MAX_FAILED_STARTS = 3
+_POLL_S = 0.2
+_READY_TIMEOUT_S = 120.0
+
+
+def cpu_quota(path: pathlib.Path = pathlib.Path("/sys/fs/cgroup/cpu.max")) -> float | None:
+    """Cores allowed by a cgroup v2 CPU quota (`cpu.max`), or None without one."""
+    try:
+        quota, period = path.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    try:
+        return int(quota) / int(period)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many workers, and the core each one is pinned to (None: not pinned)."""
+
+    workers: int
+    cpus: tuple[int | None, ...]
+
+
+def plan(requested: int | None, *, pin: bool = True,
+         affinity: Sequence[int] | None = None, quota: float | None = None) -> Plan:
+    cores = sorted(os.sched_getaffinity(0) if affinity is None else affinity)
+    quota = cpu_quota() if affinity is None and quota is None else quota
+    usable = len(cores) if quota is None else max(1, min(len(cores), math.ceil(quota)))
+    n = requested if requested is not None else usable
+    if n < 1:
+        raise ValueError("--workers must be at least 1")
+    dedicated = quota is None or quota >= len(cores)
+    if pin and dedicated and n <= len(cores):
+        return Plan(n, tuple(cores[:n]))
+    return Plan(n, (None,) * n)
+
+
+def pin_to(cpu: int | None) -> bool:
+    """Pin this process (and every thread it starts from now on) to one core."""
+    if cpu is None:
+        return False
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except (OSError, AttributeError) as exc:
+        log.warning("cannot pin to CPU %s (%s); running unpinned", cpu, exc)
+        return False
+    return True
+
+
+SUPERVISOR_ENV = "TFGATE_SUPERVISOR_PID"
+
+
+def die_with_parent() -> None:
+    """Linux: get SIGTERM if the supervisor dies, so no worker is left serving alone."""
+    parent = int(os.environ.get(SUPERVISOR_ENV, "0"))
+    if not parent:
+        return
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _Worker:
+    def __init__(self, index: int, cpu: int | None, argv: list[str], ready: pathlib.Path) -> None:
+        self.index, self.cpu, self.argv, self.ready = index, cpu, argv, ready
+        self.failed_starts = 0
+        self.proc: subprocess.Popen | None = None
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.ready.unlink(missing_ok=True)
+        # Own process group: a terminal's Ctrl-C reaches the supervisor only, which
+        # forwards one SIGTERM. stdout/stderr are inherited: one log stream.
+        env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+        self.proc = subprocess.Popen(self.argv, process_group=0, env=env)
+        self.started = time.monotonic()
+
+
+def supervise(worker_argv: Callable[[int, int | None, pathlib.Path], list[str]], p: Plan,
+              ready_file: pathlib.Path | None, address: str) -> int:
+    """Run `p.workers` workers until a signal (exit 0 if they stop cleanly) or until
+    they keep failing to start (exit 1). `worker_argv(index, cpu, ready)` is the
+    command line of one worker, which writes `ready` once it serves."""
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with tempfile.TemporaryDirectory(prefix="tfgate-workers-") as tmp:
+        workers = [_Worker(i, cpu, worker_argv(i, cpu, pathlib.Path(tmp) / f"{i}.ready"),
+                           pathlib.Path(tmp) / f"{i}.ready") for i, cpu in enumerate(p.cpus)]
+        for w in workers:
+            w.start()
+        announced = False
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        code = 0
+        while not stopping:
+            if not announced and all(w.ready.exists() for w in workers):
+                announced = True
+                pins = ", ".join("-" if w.cpu is None else str(w.cpu) for w in workers)
+                print(f"tfgate: serving on {address} with {len(workers)} workers "
+                      f"(CPUs {pins})", file=sys.stderr, flush=True)
+                if ready_file:
+                    ready_file.write_text(address + "\n")
+            elif not announced and time.monotonic() > deadline:
+                log.error("workers not ready after %.0f s; stopping", _READY_TIMEOUT_S)
+                code = 1
+                break
+            if (failed := _reap(workers)) is not None:
+                code = failed
+                break
+            time.sleep(_POLL_S)
+        return _stop_all(workers, signal.SIGTERM) or code
+
+
+def _reap(workers: list[_Worker]) -> int | None:
+    """Restart workers that died; an exit code when restarting is hopeless."""
+    for w in workers:
+        assert w.proc is not None
+        status = w.proc.poll()
+        if status is None:
+            continue
+        uptime = time.monotonic() - w.started
+        served = w.ready.exists()
+        w.failed_starts = 0 if served else w.failed_starts + 1
+        log.error("worker %d (pid %d, CPU %s) exited with status %s after %.1f s%s",
+                  w.index, w.proc.pid, w.cpu, status, uptime,
+                  "" if served else ", before serving")
+        if w.failed_starts >= MAX_FAILED_STARTS:
+            log.error("worker %d failed to start %d times in a row; stopping tfgate",
+                      w.index, w.failed_starts)
+            return status if status > 0 else 1
+        if not served:
+            time.sleep(min(5.0, 0.5 * 2 ** w.failed_starts))  # back off before retrying
+        w.start()
+    return None
+
+
+def _stop_all(workers: list[_Worker], signum: int) -> int:
+    for w in workers:
+        if w.proc is not None and w.proc.poll() is None:
+            w.proc.send_signal(signum)
+    code = 0
+    for w in workers:
+        if w.proc is None:
+            continue
+        status = w.proc.wait()
+        if status not in (0, -signum):
+            code = 1
+    return code
