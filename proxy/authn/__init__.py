@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from proxy.authn.jwt import TokenVerifier, extract_token
-from proxy.authn.mtls import CertificateIdentities
+from proxy.authn.mtls import ANONYMOUS, CertificateIdentities
 from proxy.call import Principal
 from proxy.errors import Reason, unauthenticated
 
@@ -25,7 +25,10 @@ class Authenticator:
         if token is not None:
             if self._tokens is None:
                 raise unauthenticated(Reason.TOKEN_INVALID, "bearer tokens are not accepted here")
-            principal = principal.merged(self._tokens.verify(token))
+            from_token = self._tokens.verify(token)
+            # Without a certificate the merge is the token's principal itself; skipping
+            # it saves a dataclasses.replace (~10 µs) on every token-only call.
+            principal = from_token if principal is ANONYMOUS else principal.merged(from_token)
         if not (principal.has_certificate or principal.has_token):
             raise unauthenticated(Reason.NO_CREDENTIALS, "no client certificate or bearer token")
         return principal
