@@ -71,18 +71,20 @@ class TensorFacts:
     shape: tuple[int, ...]
     elements: int
     decoded_bytes: int
-    max_string_bytes: int = 0
+    max_string_bytes: int = 0  # longest string element (DT_STRING only)
+    string_bytes: int = 0      # all string elements together, after fill (DT_STRING only)
 
 
 @dataclass(frozen=True, slots=True)
 class ExampleFacts:
-    """Shape of a Classify/Regress/MultiInference `Input`."""
+    """Shape of a Classify/Regress/MultiInference `Input` (see inspect/examples.py)."""
 
     examples: int
     max_features: int
     max_value_bytes: int
     context_bytes: int
     serialized_bytes: int
+    decoded_bytes: int = 0  # the DT_STRING tensor the server builds from the examples
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from google.protobuf import message as _message
-from google.protobuf import unknown_fields
 
 from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget
 from proxy.errors import malformed
 from proxy.inspect import examples, tensors
+from proxy.inspect.wire import reject_unknown_fields
 from proxy.pb import serving_pb2
 
 
@@ -18,13 +18,6 @@ def _parse(cls: type[_message.Message], data: bytes) -> _message.Message:
         raise malformed(f"request is not a valid {cls.__name__}") from None
     reject_unknown_fields(msg, cls.__name__)
     return msg
-
-
-def reject_unknown_fields(msg: _message.Message, where: str) -> None:
-    """Refuse fields our schema lacks: a newer server might act on them unchecked."""
-    unknown = unknown_fields.UnknownFieldSet(msg)
-    if len(unknown):
-        raise malformed(f"{where}: unknown field number {unknown[0].field_number}")
 
 
 def _target(spec: serving_pb2.ModelSpec, where: str, *, signature: bool) -> ModelTarget:
