@@ -16,6 +16,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
 
+from proxy.config_limits import Limits
 from proxy.errors import ConfigError
 
 MiB = 1024 * 1024
@@ -110,8 +111,9 @@ class Listen(Section):
         False, description="Serve without TLS. Only allowed on loopback or a unix socket.")
     max_message_bytes: int = Field(
         64 * MiB, gt=0, le=2**31 - 1,
-        description="Largest request message accepted on the wire (before decompression "
-        "checks); larger ones fail with RESOURCE_EXHAUSTED.")
+        description="Largest request message accepted, checked by gRPC before any stage "
+        "runs, on the decompressed size for gzip/deflate messages (grpcio stops inflating "
+        "at the cap); larger ones fail with RESOURCE_EXHAUSTED and are not audited.")
 
     @pydantic.model_validator(mode="after")
     def _tls_or_loopback(self) -> Listen:
@@ -338,6 +340,8 @@ class Config(Section):
     policy: Policy = Field(default_factory=Policy, description="Authorization rules.")
     audit: Audit = Field(default_factory=Audit, description="Audit log.")
     server: Server = Field(default_factory=Server, description="Process model.")
+    limits: Limits = Field(default_factory=Limits, description="Input sizes, rates, "
+                           "concurrency and deadlines (docs/limits.md).")
 
     @pydantic.model_validator(mode="after")
     def _references(self) -> Config:

@@ -54,6 +54,7 @@ class Reason(enum.Enum):
     SIGNATURE_NOT_ALLOWED = "signature-not-allowed"
     # limits
     LIMIT_EXCEEDED = "limit-exceeded"
+    INPUT_NOT_ALLOWED = "input-not-allowed"  # a dtype or empty tensor the limits refuse
     RATE_LIMITED = "rate-limited"
     CONCURRENCY_LIMITED = "concurrency-limited"
     # forwarding

@@ -1,6 +1,6 @@
 """The gateway: one generic gRPC handler that walks every call through the pipeline.
 
-    authenticate → route → inspect → authorize → (limits) → forward → audit
+    authenticate → route → inspect → authorize → limits → forward → audit
 
 Each stage either returns or raises `Reject`; this module is the single boundary that
 turns a Reject into a gRPC status, and any unexpected exception into INTERNAL (the call
@@ -22,6 +22,7 @@ from proxy.call import Call, Facts
 from proxy.config import Config
 from proxy.errors import Reason, Reject
 from proxy.forward import Metadata, RequestGuard, Upstream
+from proxy.limits import Lease
 from proxy.routing import Kind, Method
 from proxy.state import State, build_state
 from proxy.tls import server_credentials
@@ -77,18 +78,22 @@ class Gateway(grpc.GenericRpcHandler):
     # -- the pipeline --------------------------------------------------------------
 
     def _admit(self, state: State, call: Call, method: Method,
-               context: grpc.ServicerContext, first: bytes | None) -> Admitted:
+               context: grpc.ServicerContext, first: bytes | None, lease: Lease) -> Admitted:
         """Every check before forwarding. `first` is None for client-streaming calls,
-        whose messages are each inspected as they arrive (see `_check_message`)."""
+        whose messages are each inspected as they arrive (see `_check_message`). A
+        concurrency slot taken by the limit stage goes into `lease`, which the handler
+        releases in its `finally`."""
         metadata = context.invocation_metadata()
         call.principal = state.authenticator.authenticate(context.auth_context(), metadata)
         facts = method.inspect(first) if first is not None else Facts()
         call.facts = facts
         self._authorize(state, call, method, facts)
+        state.limits.admit(call.principal, facts, lease)
         upstream = state.router.upstream_for(facts)
         call.upstream = upstream.name
         remaining = context.time_remaining()
-        timeout = remaining if remaining < _NO_DEADLINE_S else None
+        timeout = state.limits.timeout(remaining if remaining < _NO_DEADLINE_S else None,
+                                       unary=method.kind is Kind.UNARY_UNARY)
         return Admitted(upstream, state.metadata.upstream_metadata(
             metadata, call.principal.display()), timeout)
 
@@ -104,7 +109,9 @@ class Gateway(grpc.GenericRpcHandler):
         def check(message: bytes) -> None:
             call.bytes_in += len(message)
             call.messages_in += 1
-            self._authorize(state, call, method, method.inspect(message))
+            facts = method.inspect(message)
+            self._authorize(state, call, method, facts)
+            state.limits.check(facts)
         return check
 
     # -- one function per call kind -------------------------------------------------
@@ -112,8 +119,9 @@ class Gateway(grpc.GenericRpcHandler):
     def _unary(self, method: Method, request: bytes, context: grpc.ServicerContext) -> bytes:
         state = self.state
         call = Call(method.path, context.peer(), bytes_in=len(request), messages_in=1)
+        lease = Lease()
         try:
-            admitted = self._admit(state, call, method, context, request)
+            admitted = self._admit(state, call, method, context, request, lease)
             response = forward.forward_unary(context, admitted.upstream, method, request,
                                              admitted.metadata, admitted.timeout)
             call.bytes_out, call.messages_out = len(response), 1
@@ -121,28 +129,30 @@ class Gateway(grpc.GenericRpcHandler):
         except BaseException as exc:  # noqa: BLE001 - the one status boundary
             self._fail(call, context, exc)
         finally:
-            state.audit.emit(call)
+            self._done(state, call, lease)
 
     def _server_stream(self, method: Method, request: bytes,
                        context: grpc.ServicerContext) -> Iterator[bytes]:
         state = self.state
         call = Call(method.path, context.peer(), bytes_in=len(request), messages_in=1)
+        lease = Lease()
         try:
-            admitted = self._admit(state, call, method, context, request)
+            admitted = self._admit(state, call, method, context, request, lease)
             yield from self._count(call, forward.forward_stream(
                 context, admitted.upstream, method, request, admitted.metadata,
                 admitted.timeout))
         except BaseException as exc:  # noqa: BLE001
             self._fail(call, context, exc)
         finally:
-            state.audit.emit(call)
+            self._done(state, call, lease)
 
     def _client_stream(self, method: Method, requests: Iterator[bytes],
                        context: grpc.ServicerContext) -> bytes:
         state = self.state
         call = Call(method.path, context.peer())
+        lease = Lease()
         try:
-            admitted = self._admit(state, call, method, context, None)
+            admitted = self._admit(state, call, method, context, None, lease)
             guard = RequestGuard(requests, self._check_message(state, call, method))
             response = forward.forward_client_stream(
                 context, admitted.upstream, method, guard, admitted.metadata, admitted.timeout)
@@ -151,21 +161,22 @@ class Gateway(grpc.GenericRpcHandler):
         except BaseException as exc:  # noqa: BLE001
             self._fail(call, context, exc)
         finally:
-            state.audit.emit(call)
+            self._done(state, call, lease)
 
     def _bidi_stream(self, method: Method, requests: Iterator[bytes],
                      context: grpc.ServicerContext) -> Iterator[bytes]:
         state = self.state
         call = Call(method.path, context.peer())
+        lease = Lease()
         try:
-            admitted = self._admit(state, call, method, context, None)
+            admitted = self._admit(state, call, method, context, None, lease)
             guard = RequestGuard(requests, self._check_message(state, call, method))
             yield from self._count(call, forward.forward_stream(
                 context, admitted.upstream, method, guard, admitted.metadata, admitted.timeout))
         except BaseException as exc:  # noqa: BLE001
             self._fail(call, context, exc)
         finally:
-            state.audit.emit(call)
+            self._done(state, call, lease)
 
     def _refuse_unknown(self, path: str, context: grpc.ServicerContext) -> Iterator[bytes]:
         state = self.state
@@ -178,8 +189,15 @@ class Gateway(grpc.GenericRpcHandler):
         except BaseException as exc:  # noqa: BLE001
             self._fail(call, context, exc)
         finally:
-            state.audit.emit(call)
+            self._done(state, call, Lease())
         yield b""  # makes this a generator; never reached
+
+    @staticmethod
+    def _done(state: State, call: Call, lease: Lease) -> None:
+        """Every call ends here: free its concurrency slot, count and audit its outcome."""
+        lease.release()
+        state.limits.outcomes.add(call.reason.value)
+        state.audit.emit(call)
 
     @staticmethod
     def _count(call: Call, responses: Iterator[bytes]) -> Iterator[bytes]:

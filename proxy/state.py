@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -21,6 +23,7 @@ from proxy.authn.mtls import CertificateIdentities
 from proxy.call import Facts
 from proxy.errors import ConfigError, Reason, Reject
 from proxy.forward import MetadataFilter, Upstream
+from proxy.limits import Limiter
 from proxy.policy import Policy
 
 
@@ -55,6 +58,7 @@ class State:
     upstreams: dict[str, Upstream]
     metadata: MetadataFilter
     audit: AuditLog
+    limits: Limiter  # also holds the rate/concurrency state and the outcome counters
 
     def close(self) -> None:
         for upstream in self.upstreams.values():
@@ -62,7 +66,8 @@ class State:
         self.audit.close()
 
 
-def build_state(cfg: config.Config) -> State:
+def build_state(cfg: config.Config, clock: Callable[[], float] = time.monotonic) -> State:
+    """`clock` drives the rate-limit token buckets (tests pass a fake one)."""
     tokens = TokenVerifier(cfg.authn.jwt) if cfg.authn.jwt else None
     policy = Policy(cfg.policy)
     upstreams: dict[str, Upstream] = {}
@@ -83,4 +88,5 @@ def build_state(cfg: config.Config) -> State:
         upstreams=upstreams,
         metadata=MetadataFilter(cfg.identity),
         audit=AuditLog(sink),
+        limits=Limiter(cfg.limits, clock),
     )

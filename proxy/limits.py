@@ -1,0 +1,302 @@
+"""Limit: input sizes, rates, concurrency and deadlines (docs/limits.md).
+
+Runs after authorize and before forward. Size checks are pure functions of the resolved
+limits (`Caps`) and the request's `Facts`; the only state is the token buckets and the
+in-flight counts, kept here under one lock. The config is compiled once: per-model
+overrides become one regex each, and a (model, signature) pair resolves to its `Caps`
+once and is then looked up. Size refusals are RESOURCE_EXHAUSTED, a dtype not allowed
+is INVALID_ARGUMENT; messages name the input, the value and the limit key, e.g.
+`input "x": 1000000000 elements > max 16777216 (max_elements)`.
+"""
+
+from __future__ import annotations
+
+import collections
+import fnmatch
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from proxy.call import ExampleFacts, Facts, ModelTarget, Principal, TensorFacts
+from proxy.config_limits import ExampleLimits, Limits, RateLimit, TensorLimits
+from proxy.dtypes import BY_NAME, name_of
+from proxy.errors import Reason, Reject
+from proxy.inspect.tensors import label
+
+Clock = Callable[[], float]
+_CACHE_MAX = 4096        # resolved (model, signature) pairs kept; names come from clients
+_BUCKETS_PRUNE_AT = 10_000
+
+
+class Counters:
+    """Thread-safe counts by key (a reason value or a limit name)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            self._counts[key] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """The limits that apply to one (model, signature): plain values."""
+
+    source: str                 # config path the overrides came from, for audit
+    tensors: TensorLimits
+    allowed_dtypes: frozenset[int]
+    examples: ExampleLimits
+    rate: RateLimit | None      # the per-model bucket, if any
+    rate_key: str | None
+
+
+def _exceeded(limit: str, message: str, caps: Caps, code: grpc.StatusCode =
+              grpc.StatusCode.RESOURCE_EXHAUSTED, reason: Reason = Reason.LIMIT_EXCEEDED
+              ) -> Reject:
+    return Reject(code, reason, f"{message} ({limit})", detail=f"{message} ({caps.source}: {limit})")
+
+
+def check_tensor(caps: Caps, t: TensorFacts) -> None:
+    lim, who = caps.tensors, label(t.name)
+    if t.dtype not in caps.allowed_dtypes:
+        raise _exceeded("allowed_dtypes", f"{who}: dtype {name_of(t.dtype)} is not allowed",
+                        caps, grpc.StatusCode.INVALID_ARGUMENT, Reason.INPUT_NOT_ALLOWED)
+    if t.elements == 0 and not lim.allow_empty:
+        raise _exceeded("allow_empty", f"{who}: empty tensor (shape has a 0 dimension)",
+                        caps, grpc.StatusCode.INVALID_ARGUMENT, Reason.INPUT_NOT_ALLOWED)
+    if len(t.shape) > lim.max_dims:
+        raise _exceeded("max_dims", f"{who}: {len(t.shape)} dims > max {lim.max_dims}", caps)
+    if t.elements > lim.max_elements:
+        raise _exceeded("max_elements",
+                        f"{who}: {t.elements} elements > max {lim.max_elements}", caps)
+    if lim.max_batch is not None and t.shape and t.shape[0] > lim.max_batch:
+        raise _exceeded("max_batch", f"{who}: batch {t.shape[0]} > max {lim.max_batch}", caps)
+    if t.decoded_bytes > lim.max_tensor_bytes:
+        raise _exceeded("max_tensor_bytes", f"{who}: {t.decoded_bytes} bytes decoded > "
+                        f"max {lim.max_tensor_bytes}", caps)
+    if t.max_string_bytes > lim.max_string_element_bytes:
+        raise _exceeded("max_string_element_bytes", f"{who}: string element of "
+                        f"{t.max_string_bytes} bytes > max {lim.max_string_element_bytes}", caps)
+    if t.string_bytes > lim.max_string_tensor_bytes:
+        raise _exceeded("max_string_tensor_bytes", f"{who}: {t.string_bytes} string bytes > "
+                        f"max {lim.max_string_tensor_bytes}", caps)
+
+
+def check_examples(caps: Caps, e: ExampleFacts) -> None:
+    lim = caps.examples
+    if e.examples > lim.max_examples:
+        raise _exceeded("max_examples",
+                        f"input: {e.examples} examples > max {lim.max_examples}", caps)
+    if e.max_features > lim.max_features:
+        raise _exceeded("max_features", f"input: an example has {e.max_features} features "
+                        f"> max {lim.max_features}", caps)
+    if e.max_value_bytes > lim.max_value_bytes:
+        raise _exceeded("max_value_bytes", f"input: a feature of {e.max_value_bytes} bytes "
+                        f"> max {lim.max_value_bytes}", caps)
+    copies = e.examples * e.context_bytes
+    if copies > lim.max_context_copy_bytes:
+        raise _exceeded("max_context_copy_bytes", f"input: {e.examples} examples × "
+                        f"{e.context_bytes}-byte context = {copies} bytes > max "
+                        f"{lim.max_context_copy_bytes}", caps)
+    if e.decoded_bytes > lim.max_decoded_bytes:
+        raise _exceeded("max_decoded_bytes", f"input: {e.decoded_bytes} bytes decoded > max "
+                        f"{lim.max_decoded_bytes}", caps)
+
+
+def check_sizes(caps: Caps, facts: Facts) -> None:
+    """Every size limit for one request under one set of caps; raises Reject."""
+    total = 0
+    for t in facts.tensors:
+        check_tensor(caps, t)
+        total += t.decoded_bytes
+    if total > caps.tensors.max_request_bytes:
+        raise _exceeded("max_request_bytes", f"request: {total} bytes decoded > max "
+                        f"{caps.tensors.max_request_bytes}", caps)
+    if facts.examples is not None:
+        check_examples(caps, facts.examples)
+
+
+class Lease:
+    """Concurrency slots held by one call; the handler releases it in its `finally`."""
+
+    __slots__ = ("_limiter", "_key")
+
+    def __init__(self) -> None:
+        self._limiter: Limiter | None = None
+        self._key = ""
+
+    def release(self) -> None:
+        limiter, self._limiter = self._limiter, None
+        if limiter is not None:
+            limiter._release(self._key)
+
+
+def _merge(base: TensorLimits | ExampleLimits, override: TensorLimits | ExampleLimits | None
+           ) -> TensorLimits | ExampleLimits:
+    if override is None or not override.model_fields_set:
+        return base
+    return base.model_copy(update={k: getattr(override, k) for k in override.model_fields_set})
+
+
+def _glob(patterns: list[str]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+class Limiter:
+    """Built once per config (`state.py`); per call: `admit`, `check`, `timeout`."""
+
+    def __init__(self, cfg: Limits, clock: Clock = time.monotonic) -> None:
+        self._cfg = cfg
+        self._clock = clock
+        self._global = self._caps("limits", cfg.tensors, cfg.examples, None, None)
+        self._overrides = [
+            (_glob(m.models), _glob(m.signatures),
+             self._caps(f"limits.models[{i}]", _merge(cfg.tensors, m.tensors),
+                        _merge(cfg.examples, m.examples), m.rate,
+                        f"models[{i}]" if m.rate else None))
+            for i, m in enumerate(cfg.models)]
+        self._resolved: dict[tuple[str, str], Caps] = {}
+        self._lock = threading.Lock()
+        self._buckets: dict[tuple[str, str], list[float]] = {}
+        self._prune_at = _BUCKETS_PRUNE_AT
+        self._in_flight: dict[str, int] = {}
+        self._total = 0
+        self.outcomes = Counters()  # every call, by Reason value (fed by server.py)
+        self.hits = Counters()      # every refusal here, by limit name
+
+    @staticmethod
+    def _caps(source: str, tensors: TensorLimits, examples: ExampleLimits,
+              rate: RateLimit | None, rate_key: str | None) -> Caps:
+        allowed = frozenset(BY_NAME[n].number for n in tensors.allowed_dtypes)
+        return Caps(source, tensors, allowed, examples, rate, rate_key)
+
+    # -- sizes ----------------------------------------------------------------------
+
+    def caps_for(self, target: ModelTarget | None) -> Caps:
+        if target is None:
+            return self._global
+        key = (target.name, target.signature or "")
+        found = self._resolved.get(key)
+        if found is None:
+            found = next((caps for models, sigs, caps in self._overrides
+                          if models.fullmatch(key[0]) and sigs.fullmatch(key[1])), self._global)
+            if len(self._resolved) >= _CACHE_MAX:
+                self._resolved.clear()
+            self._resolved[key] = found
+        return found
+
+    def _all_caps(self, facts: Facts) -> list[Caps]:
+        if not facts.targets:
+            return [self._global]
+        found: list[Caps] = []
+        for target in facts.targets:
+            caps = self.caps_for(target)
+            if all(caps is not seen for seen in found):
+                found.append(caps)
+        return found
+
+    def check(self, facts: Facts) -> None:
+        """Size limits only (also for each message of a client stream)."""
+        for caps in self._all_caps(facts):
+            try:
+                check_sizes(caps, facts)
+            except Reject as reject:  # every size message ends with "(limit_name)"
+                self.hits.add(reject.message.rpartition(" (")[2].rstrip(")"))
+                raise
+
+    # -- rate and concurrency -------------------------------------------------------
+
+    def admit(self, principal: Principal, facts: Facts, lease: Lease) -> None:
+        """Sizes, then a concurrency slot (into `lease`), then a rate token."""
+        self.check(facts)
+        who = principal.display()
+        buckets = [("", self._cfg.rate)] if self._cfg.rate else []
+        buckets += [(c.rate_key, c.rate) for c in self._all_caps(facts) if c.rate_key]
+        per_principal, total = self._cfg.concurrency.per_principal, self._cfg.concurrency.total
+        with self._lock:
+            held = self._in_flight.get(who, 0)
+            if total is not None and self._total >= total:
+                refused = self._refuse("concurrency.total", Reason.CONCURRENCY_LIMITED,
+                                       f"concurrency limit: {total} calls in flight (total)")
+            elif per_principal is not None and held >= per_principal:
+                refused = self._refuse("concurrency.per_principal", Reason.CONCURRENCY_LIMITED,
+                                       f"concurrency limit: {per_principal} calls in flight "
+                                       "for this principal (per_principal)")
+            else:
+                refused = self._take_tokens(who, buckets)  # type: ignore[arg-type]
+            if refused is None:
+                self._in_flight[who] = held + 1
+                self._total += 1
+                lease._limiter, lease._key = self, who
+        if refused is not None:
+            raise refused
+
+    def _refuse(self, limit: str, reason: Reason, message: str) -> Reject:
+        self.hits.add(limit)
+        return Reject(grpc.StatusCode.RESOURCE_EXHAUSTED, reason, message)
+
+    def _take_tokens(self, who: str, buckets: list[tuple[str, RateLimit]]) -> Reject | None:
+        """All or nothing: a token from every bucket, or from none."""
+        if not buckets:
+            return None
+        now = self._clock()
+        states = []
+        for key, rate in buckets:
+            state = self._buckets.get((key, who))
+            if state is None:
+                state = [float(rate.burst), now]
+            tokens = min(float(rate.burst), state[0] + (now - state[1]) * rate.rate)
+            if tokens < 1.0:
+                limit = f"{key}.rate" if key else "rate"
+                return self._refuse(limit, Reason.RATE_LIMITED,
+                                    f"rate limit: more than {rate.rate:g} calls/s (burst "
+                                    f"{rate.burst}) for this principal ({limit})")
+            states.append(((key, who), tokens))
+        for bucket_key, tokens in states:
+            self._buckets[bucket_key] = [tokens - 1.0, now]
+        if len(self._buckets) > self._prune_at:
+            self._prune(now)
+        return None
+
+    def _prune(self, now: float) -> None:
+        """Forget buckets that have refilled: a full bucket is the same as none."""
+        rates = {"": self._cfg.rate, **{c.rate_key: c.rate for _, _, c in self._overrides
+                                         if c.rate_key}}
+        for key, (tokens, then) in list(self._buckets.items()):
+            rate = rates[key[0]]
+            if rate is None or tokens + (now - then) * rate.rate >= rate.burst:
+                del self._buckets[key]
+        self._prune_at = max(_BUCKETS_PRUNE_AT, 2 * len(self._buckets))
+
+    def _release(self, who: str) -> None:
+        with self._lock:
+            held = self._in_flight.get(who, 0) - 1
+            if held > 0:
+                self._in_flight[who] = held
+            else:
+                self._in_flight.pop(who, None)
+            self._total -= 1
+
+    def in_flight(self) -> tuple[int, dict[str, int]]:
+        """(total, per principal) now; for tests and operators."""
+        with self._lock:
+            return self._total, dict(self._in_flight)
+
+    # -- deadlines ------------------------------------------------------------------
+
+    def timeout(self, remaining: float | None, *, unary: bool) -> float | None:
+        """The upstream timeout: the client's deadline capped at max_s, or default_s."""
+        if not unary:
+            return remaining
+        deadline = self._cfg.deadline
+        return deadline.default_s if remaining is None else min(remaining, deadline.max_s)
