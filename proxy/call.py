@@ -41,7 +41,8 @@ class Principal:
         """A short, stable name for logs and the identity header; never a secret."""
         parts = []
         if self.has_certificate:
-            parts.append(self.spiffe_id or (f"dns:{self.dns[0]}" if self.dns else f"cn:{self.cn}"))
+            parts.append(self.spiffe_id or (f"dns:{self.dns[0]}" if self.dns else (
+                f"cn:{self.cn}" if self.cn is not None else "cert:no-identity")))
         if self.has_token:
             parts.append(f"jwt:{self.issuer}#{self.subject}")
         return " ".join(parts) or "anonymous"

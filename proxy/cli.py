@@ -131,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--config", type=pathlib.Path, required=True)
     explain.add_argument("--method", required=True, help="e.g. Predict or a full path")
     explain.add_argument("--model")
-    explain.add_argument("--version", type=int)
-    explain.add_argument("--label")
+    which = explain.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int)
+    which.add_argument("--label")
     explain.add_argument("--signature", default="", help="empty means serving_default")
     for flag in ("spiffe", "cn", "sub", "iss"):
         explain.add_argument(f"--{flag}")

@@ -59,6 +59,8 @@ def parse_address(address: str) -> tuple[str, str | None, int | None]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected host:port or unix:PATH, got {address!r}")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ValueError(f"put an IPv6 host in brackets, e.g. [::1]:8443, got {address!r}")
     return "tcp", host.strip("[]"), int(port)
 
 

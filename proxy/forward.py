@@ -109,6 +109,13 @@ def _relay_error(context: grpc.ServicerContext, err: grpc.RpcError) -> Reject:
     return Reject(code, Reason.UPSTREAM_STATUS, details, detail=f"upstream: {details}")
 
 
+def _cancel_with_client(context: grpc.ServicerContext, upstream_call: grpc.Future) -> None:
+    """Cancel the upstream call when the client's call ends early. add_callback refuses
+    (returns False) when the client has already gone, so cancel at once then."""
+    if not context.add_callback(upstream_call.cancel):
+        upstream_call.cancel()
+
+
 def _finish(context: grpc.ServicerContext, upstream_call: grpc.Call) -> None:
     context.set_trailing_metadata(relayable(upstream_call.trailing_metadata()))
 
@@ -147,7 +154,7 @@ class RequestGuard:
 def forward_unary(context: grpc.ServicerContext, upstream: Upstream, method: Method,
                   request: bytes, metadata: Metadata, timeout: float | None) -> bytes:
     future = upstream.callable(method).future(request, timeout=timeout, metadata=metadata)
-    context.add_callback(future.cancel)
+    _cancel_with_client(context, future)
     try:
         response = future.result()
     except grpc.RpcError as err:
@@ -166,7 +173,7 @@ def forward_stream(context: grpc.ServicerContext, upstream: Upstream, method: Me
         timeout=timeout, metadata=metadata)
     if isinstance(request, RequestGuard):
         request.attach(responses)
-    context.add_callback(responses.cancel)
+    _cancel_with_client(context, responses)
     sent_initial = False
     try:
         for response in responses:
@@ -186,7 +193,7 @@ def forward_client_stream(context: grpc.ServicerContext, upstream: Upstream, met
                           timeout: float | None) -> bytes:
     future = upstream.callable(method).future(iter(requests), timeout=timeout, metadata=metadata)
     requests.attach(future)
-    context.add_callback(future.cancel)
+    _cancel_with_client(context, future)
     try:
         response = future.result()
     except (grpc.RpcError, grpc.FutureCancelledError) as err:

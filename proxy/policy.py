@@ -14,11 +14,12 @@ import re
 from dataclasses import dataclass
 
 from proxy import config
-from proxy.call import ModelTarget, Principal
+from proxy.call import DEFAULT_SIGNATURE, ModelTarget, Principal
 from proxy.errors import ConfigError, Reason
 from proxy.routing import METHODS, resolve_method_pattern
 
 _ANY = "*"
+LATEST = "latest"
 _DECIDED_MAX = 4096  # distinct (principal, method, targets) decisions kept
 
 
@@ -84,7 +85,10 @@ class _Rule:
             if t.version is not None:
                 ok = t.version in self.versions
             else:
-                ok = (t.label if t.label is not None else "latest") in self.labels
+                # `latest` in a rule means "no version in the request"; a request label
+                # that happens to be the string "latest" is the server's to resolve.
+                ok = (t.label in self.labels - {LATEST}) if t.label is not None else (
+                    LATEST in self.labels)
             if not ok:
                 return Reason.VERSION_NOT_ALLOWED
         if t.signature is not None and not self.any_signature and (
@@ -118,7 +122,7 @@ def _compile_rule(index: int, rule: config.Rule) -> _Rule:
         versions=frozenset(v for v in rule.versions if isinstance(v, int)),
         labels=frozenset(v for v in rule.versions if isinstance(v, str)),
         any_signature=_ANY in rule.signatures,
-        signatures=frozenset(rule.signatures),
+        signatures=frozenset(s or DEFAULT_SIGNATURE for s in rule.signatures),
     )
 
 

@@ -90,3 +90,10 @@ class TestAuthenticator:
         with pytest.raises(Reject) as info:
             authenticator.authenticate({"x509_pem_cert": [material[0]]}, _bearer(material[1]))
         assert info.value.reason is Reason.TOKEN_INVALID
+
+
+def test_certificate_without_any_identity_has_a_display_name():
+    """A certificate with no CN and no SANs is shown as such, never as `cn:None`."""
+    from proxy.call import Principal
+
+    assert Principal(has_certificate=True).display() == "cert:no-identity"

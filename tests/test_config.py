@@ -369,3 +369,15 @@ class TestAddresses:
     def test_is_loopback(self, address: str, loopback: bool) -> None:
         """Only loopback IPs, `localhost` and unix sockets count as loopback."""
         assert is_loopback(address) is loopback
+
+
+class TestIPv6Addresses:
+    def test_unbracketed_ipv6_is_refused(self):
+        """`::1:8443` is ambiguous and gRPC cannot bind it: ask for brackets."""
+        import pytest as _pytest
+
+        from proxy.config import parse_address
+
+        with _pytest.raises(ValueError, match="brackets"):
+            parse_address("::1:8443")
+        assert parse_address("[::1]:8443") == ("tcp", "::1", 8443)

@@ -248,3 +248,19 @@ class TestMultiInference:
         """An empty model name in any task is refused."""
         data = self._request(_spec(signature_name="a"), _spec("", signature_name="b"))
         _malformed(serving.multi_inference, data)
+
+
+class TestMultiInferenceSignatures:
+    def test_repeated_signature_is_refused(self):
+        """Two tasks with one signature are refused, as the server would refuse them."""
+        import pytest as _pytest
+
+        from proxy.errors import Reject
+        from proxy.inspect import serving
+        from proxy.pb import serving_pb2
+
+        request = serving_pb2.MultiInferenceRequest()
+        for _ in range(2):
+            request.tasks.add().model_spec.name = "m"
+        with _pytest.raises(Reject, match="repeat a signature"):
+            serving.multi_inference(request.SerializeToString())

@@ -228,9 +228,10 @@ def regress_amplified() -> bytes:
 def multi_inference(names: tuple[str, ...] = ("m",), versions: tuple[int | None, ...] = (None,),
                     amplified: bool = False) -> bytes:
     request = serving_pb2.MultiInferenceRequest()
-    for name, version in zip(names, versions, strict=True):
+    for i, (name, version) in enumerate(zip(names, versions, strict=True)):
         task = request.tasks.add()
         task.model_spec.name = name
+        task.model_spec.signature_name = f"sig{i}"  # the server refuses repeated signatures
         task.method_name = "tensorflow/serving/classify"
         if version is not None:
             task.model_spec.version.value = version

@@ -342,3 +342,35 @@ class TestReasonChoice:
         """A denial by one rule does not stop a later rule from granting."""
         policy = _policy(_rule(models=["other"]), _rule(models=["mnist"]))
         assert policy.decide(ALICE, PREDICT, (DEFAULT,)).allowed
+
+
+class TestReviewFindings:
+    """Edge cases found in review of the rule compiler."""
+
+    def _policy(self, **rule):
+        from proxy.config import Policy as PolicyConfig
+        from proxy.policy import Policy
+
+        base = {"principals": {"cn": ["c"]}, "methods": ["Predict"], "models": ["m"]}
+        return Policy(PolicyConfig.model_validate({"rules": [{**base, **rule}]}))
+
+    def test_latest_keyword_does_not_match_a_label_named_latest(self):
+        """`versions: [latest]` grants requests without a version, not the label "latest"."""
+        from proxy.call import ModelTarget, Principal
+
+        policy = self._policy(versions=["latest"])
+        who = Principal(cn="c", has_certificate=True)
+        path = "/tensorflow.serving.PredictionService/Predict"
+        assert policy.decide(who, path, (ModelTarget("m", signature="serving_default"),)).allowed
+        label = ModelTarget("m", label="latest", signature="serving_default")
+        assert not policy.decide(who, path, (label,)).allowed
+
+    def test_empty_signature_in_rule_means_serving_default(self):
+        """A rule listing "" grants serving_default, as an empty request signature means."""
+        from proxy.call import ModelTarget, Principal
+
+        policy = self._policy(signatures=[""])
+        who = Principal(cn="c", has_certificate=True)
+        target = ModelTarget("m", signature="serving_default")
+        assert policy.decide(who, "/tensorflow.serving.PredictionService/Predict",
+                             (target,)).allowed

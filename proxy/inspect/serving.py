@@ -77,6 +77,9 @@ def multi_inference(data: bytes) -> Facts:
     for i, t in enumerate(targets[1:], 1):
         if (t.name, t.version, t.label) != (first.name, first.version, first.label):
             raise malformed(f"tasks[{i}] addresses a different model or version than tasks[0]")
+    signatures = [t.signature for t in targets]
+    if len(set(signatures)) != len(signatures):
+        raise malformed("MultiInference tasks repeat a signature")
     return Facts(targets=tuple(targets),
                  examples=examples.inspect_input(msg.input if msg.HasField("input") else None))
 
