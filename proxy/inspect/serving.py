@@ -7,11 +7,12 @@ from google.protobuf import message as _message
 from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget
 from proxy.errors import malformed
 from proxy.inspect import examples, tensors
-from proxy.inspect.wire import reject_unknown_fields
+from proxy.inspect.wire import check_field_count, reject_unknown_fields
 from proxy.pb import serving_pb2
 
 
 def _parse(cls: type[_message.Message], data: bytes) -> _message.Message:
+    check_field_count(data, cls.DESCRIPTOR)
     try:
         msg = cls.FromString(data)
     except _message.DecodeError:
