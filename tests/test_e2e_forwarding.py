@@ -254,3 +254,20 @@ class TestStreaming:
             list(channel.stream_stream(BIDI)(iter([b"1"]), timeout=5))
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert raw_backend.received == []
+
+
+class TestMethodCheckedBeforeParse:
+    def test_caller_without_the_method_gets_no_parse(self, pki, signing, make_proxy,
+                                                      raw_backend):
+        """A caller no rule lets call Predict is refused before its body is read, so even
+        an unparsable body earns PERMISSION_DENIED, not INVALID_ARGUMENT."""
+        proxy = make_proxy(base_config(pki, signing, raw_backend.address))
+        call = pki.channel(proxy.address, pki.dns_client).unary_unary(PREDICT)
+        with pytest.raises(grpc.RpcError) as info:
+            call(b"\xff\xff not protobuf", timeout=5)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        allowed = pki.channel(proxy.address, pki.alice).unary_unary(PREDICT)
+        with pytest.raises(grpc.RpcError) as info:
+            allowed(b"\xff\xff not protobuf", timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert raw_backend.received == []
