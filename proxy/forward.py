@@ -116,8 +116,19 @@ def _cancel_with_client(context: grpc.ServicerContext, upstream_call: grpc.Futur
         upstream_call.cancel()
 
 
+def _relay_initial(context: grpc.ServicerContext, upstream_call: grpc.Call) -> None:
+    """Send the upstream's initial metadata, if it sent any. When it sent none, gRPC
+    sends empty headers with the first response anyway; an explicit empty send would
+    cost a batch of its own (and a separate HEADERS write) on every call."""
+    initial = relayable(upstream_call.initial_metadata())
+    if initial:
+        context.send_initial_metadata(initial)
+
+
 def _finish(context: grpc.ServicerContext, upstream_call: grpc.Call) -> None:
-    context.set_trailing_metadata(relayable(upstream_call.trailing_metadata()))
+    trailing = relayable(upstream_call.trailing_metadata())
+    if trailing:
+        context.set_trailing_metadata(trailing)
 
 
 class RequestGuard:
@@ -159,7 +170,7 @@ def forward_unary(context: grpc.ServicerContext, upstream: Upstream, method: Met
         response = future.result()
     except grpc.RpcError as err:
         raise _relay_error(context, err) from None
-    context.send_initial_metadata(relayable(future.initial_metadata()))
+    _relay_initial(context, future)
     _finish(context, future)
     return response
 
@@ -178,7 +189,7 @@ def forward_stream(context: grpc.ServicerContext, upstream: Upstream, method: Me
     try:
         for response in responses:
             if not sent_initial:
-                context.send_initial_metadata(relayable(responses.initial_metadata()))
+                _relay_initial(context, responses)
                 sent_initial = True
             yield response
     except grpc.RpcError as err:
@@ -202,6 +213,6 @@ def forward_client_stream(context: grpc.ServicerContext, upstream: Upstream, met
         if isinstance(err, grpc.FutureCancelledError):
             raise  # the client went away; the server boundary records CANCELLED
         raise _relay_error(context, err) from None
-    context.send_initial_metadata(relayable(future.initial_metadata()))
+    _relay_initial(context, future)
     _finish(context, future)
     return response
