@@ -31,7 +31,6 @@ log = logging.getLogger("tfgate")
 
 _NO_DEADLINE_S = 1e7  # gRPC reports "no deadline" as a remaining time of centuries
 _NO_FACTS = Facts()
-_INTERNAL = Reject(grpc.StatusCode.INTERNAL, Reason.INTERNAL_ERROR, "internal error")
 
 
 @dataclass(frozen=True)
@@ -121,87 +120,49 @@ class Gateway(grpc.GenericRpcHandler):
     # -- one function per call kind -------------------------------------------------
 
     def _unary(self, method: Method, request: bytes, context: grpc.ServicerContext) -> bytes:
-        state = self.state
-        call = Call(method.path, context.peer(), bytes_in=len(request), messages_in=1)
-        lease = Lease()
-        try:
-            admitted = self._admit(state, call, method, context, request, lease)
+        with _Boundary(self.state, context, Call(method.path, context.peer(),
+                                                 bytes_in=len(request), messages_in=1)) as b:
+            admitted = self._admit(b.state, b.call, method, context, request, b.lease)
             response = forward.forward_unary(context, admitted.upstream, method, request,
                                              admitted.metadata, admitted.timeout)
-            call.bytes_out, call.messages_out = len(response), 1
+            b.call.bytes_out, b.call.messages_out = len(response), 1
             return response
-        except BaseException as exc:  # noqa: BLE001 - the one status boundary
-            self._fail(call, context, exc)
-        finally:
-            self._done(state, call, lease)
+        return None  # the client went away; nothing to answer
 
     def _server_stream(self, method: Method, request: bytes,
                        context: grpc.ServicerContext) -> Iterator[bytes]:
-        state = self.state
-        call = Call(method.path, context.peer(), bytes_in=len(request), messages_in=1)
-        lease = Lease()
-        try:
-            admitted = self._admit(state, call, method, context, request, lease)
-            yield from self._count(call, forward.forward_stream(
+        with _Boundary(self.state, context, Call(method.path, context.peer(),
+                                                 bytes_in=len(request), messages_in=1)) as b:
+            admitted = self._admit(b.state, b.call, method, context, request, b.lease)
+            yield from self._count(b.call, forward.forward_stream(
                 context, admitted.upstream, method, request, admitted.metadata,
                 admitted.timeout))
-        except BaseException as exc:  # noqa: BLE001
-            self._fail(call, context, exc)
-        finally:
-            self._done(state, call, lease)
 
     def _client_stream(self, method: Method, requests: Iterator[bytes],
                        context: grpc.ServicerContext) -> bytes:
-        state = self.state
-        call = Call(method.path, context.peer())
-        lease = Lease()
-        try:
-            admitted = self._admit(state, call, method, context, None, lease)
-            guard = RequestGuard(requests, self._check_message(state, call, method))
+        with _Boundary(self.state, context, Call(method.path, context.peer())) as b:
+            admitted = self._admit(b.state, b.call, method, context, None, b.lease)
+            guard = RequestGuard(requests, self._check_message(b.state, b.call, method))
             response = forward.forward_client_stream(
                 context, admitted.upstream, method, guard, admitted.metadata, admitted.timeout)
-            call.bytes_out, call.messages_out = len(response), 1
+            b.call.bytes_out, b.call.messages_out = len(response), 1
             return response
-        except BaseException as exc:  # noqa: BLE001
-            self._fail(call, context, exc)
-        finally:
-            self._done(state, call, lease)
+        return None
 
     def _bidi_stream(self, method: Method, requests: Iterator[bytes],
                      context: grpc.ServicerContext) -> Iterator[bytes]:
-        state = self.state
-        call = Call(method.path, context.peer())
-        lease = Lease()
-        try:
-            admitted = self._admit(state, call, method, context, None, lease)
-            guard = RequestGuard(requests, self._check_message(state, call, method))
-            yield from self._count(call, forward.forward_stream(
+        with _Boundary(self.state, context, Call(method.path, context.peer())) as b:
+            admitted = self._admit(b.state, b.call, method, context, None, b.lease)
+            guard = RequestGuard(requests, self._check_message(b.state, b.call, method))
+            yield from self._count(b.call, forward.forward_stream(
                 context, admitted.upstream, method, guard, admitted.metadata, admitted.timeout))
-        except BaseException as exc:  # noqa: BLE001
-            self._fail(call, context, exc)
-        finally:
-            self._done(state, call, lease)
 
     def _refuse_unknown(self, path: str, context: grpc.ServicerContext) -> Iterator[bytes]:
-        state = self.state
-        call = Call(path, context.peer())
-        try:
-            call.principal = state.authenticator.authenticate(
+        with _Boundary(self.state, context, Call(path, context.peer())) as b:
+            b.call.principal = b.state.authenticator.authenticate(
                 context.auth_context(), context.invocation_metadata())
-            routing.lookup(call.method)
-            raise _INTERNAL  # unreachable: known methods have their own handlers
-        except BaseException as exc:  # noqa: BLE001
-            self._fail(call, context, exc)
-        finally:
-            self._done(state, call, Lease())
-        yield b""  # makes this a generator; never reached
-
-    @staticmethod
-    def _done(state: State, call: Call, lease: Lease) -> None:
-        """Every call ends here: free its concurrency slot, count and audit its outcome."""
-        lease.release()
-        state.limits.outcomes.add(call.reason.value)
-        state.audit.emit(call)
+            routing.lookup(path)  # raises: known methods have their own handlers
+        yield from ()
 
     @staticmethod
     def _count(call: Call, responses: Iterator[bytes]) -> Iterator[bytes]:
@@ -210,24 +171,49 @@ class Gateway(grpc.GenericRpcHandler):
             call.messages_out += 1
             yield response
 
-    @staticmethod
-    def _fail(call: Call, context: grpc.ServicerContext, exc: BaseException) -> None:
-        """The status boundary: record the outcome, then abort the call."""
-        if isinstance(exc, GeneratorExit):
-            call.code, call.reason = grpc.StatusCode.CANCELLED, Reason.CANCELLED
-            raise exc
-        if isinstance(exc, Reject):
-            reject = exc
-        elif not context.is_active():
-            call.code, call.reason, call.detail = (grpc.StatusCode.CANCELLED, Reason.CANCELLED,
-                                                   "client went away")
-            return
-        else:
-            log.exception("internal error in %s", call.method)
-            reject = Reject(_INTERNAL.code, _INTERNAL.reason, _INTERNAL.message,
-                            detail=f"{type(exc).__name__}: {exc}")
-        call.code, call.reason, call.detail = reject.code, reject.reason, reject.detail
-        context.abort(reject.code, reject.message)
+
+class _Boundary:
+    """The status boundary around one call: the one place where a Reject becomes a
+    status and anything unexpected becomes INTERNAL. Every call leaves it by freeing its
+    concurrency slot, counting its outcome and writing its audit event."""
+
+    def __init__(self, state: State, context: grpc.ServicerContext, call: Call) -> None:
+        self.state = state  # read once: a reload never changes a call's config
+        self.context = context
+        self.call = call
+        self.lease = Lease()
+
+    def __enter__(self) -> _Boundary:
+        return self
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, _tb: object) -> bool:
+        try:
+            return exc is not None and _fail(self.call, self.context, exc)
+        finally:
+            self.lease.release()
+            self.state.limits.outcomes.add(self.call.reason.value)
+            self.state.audit.emit(self.call)
+
+
+def _fail(call: Call, context: grpc.ServicerContext, exc: BaseException) -> bool:
+    """Record the outcome and abort the call (raises); True only when the client is
+    already gone and there is no one left to answer."""
+    if isinstance(exc, GeneratorExit):
+        call.code, call.reason = grpc.StatusCode.CANCELLED, Reason.CANCELLED
+        return False
+    if isinstance(exc, Reject):
+        reject = exc
+    elif not context.is_active():
+        call.code, call.reason, call.detail = (grpc.StatusCode.CANCELLED, Reason.CANCELLED,
+                                               "client went away")
+        return True
+    else:
+        log.error("internal error in %s", call.method, exc_info=exc)
+        reject = Reject(grpc.StatusCode.INTERNAL, Reason.INTERNAL_ERROR, "internal error",
+                        detail=f"{type(exc).__name__}: {exc}")
+    call.code, call.reason, call.detail = reject.code, reject.reason, reject.detail
+    context.abort(reject.code, reject.message)
+    return False  # not reached: abort raises
 
 
 class RunningServer:
