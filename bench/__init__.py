@@ -1,0 +1,1 @@
+"""Benchmarks for tfgate: direct access vs through tfgate (`python -m bench`)."""
