@@ -289,6 +289,28 @@ class TestTensorContent:
             tensor(STRING, [1], tensor_content=b"\x80\x80\x80\x80\x80\x00"))
         assert "bad string length" in refused(tensor(STRING, [2], tensor_content=b"\x01\x80"))
 
+    def test_one_long_length_among_millions(self) -> None:
+        """One multi-byte length among millions of 1-byte ones costs C speed, not a
+        Python loop per element (64 MiB of content once burnt ~30 s of proxy CPU)."""
+        n = 4_000_000
+        content = b"\x80\x01" + b"\x00" * (n - 1) + b"x" * 128
+        start = time.perf_counter()
+        got = facts(tensor(STRING, [n], tensor_content=content))
+        assert time.perf_counter() - start < 0.5
+        assert (got.string_bytes, got.max_string_bytes) == (128, 128)
+
+    @pytest.mark.parametrize("content", [b"\x80\x00", b"\x81\x00", b"\x80\x80\x80\x80\x10"])
+    def test_overlong_length(self, content: bytes) -> None:
+        """A multi-byte length below 128 (TF's encoder never writes one) is refused: it
+        would let every length cost a Python step without any string bytes behind it."""
+        assert "overlong string length" in refused(tensor(STRING, [1], tensor_content=content))
+
+    def test_multi_byte_lengths(self) -> None:
+        """Multi-byte lengths anywhere among 1-byte ones decode as TF decodes them."""
+        elements = (b"a", b"x" * 200, b"", b"y" * 70_000, b"bc", b"z" * 128)
+        got = facts(tensor(STRING, [6], tensor_content=string_content(*elements)))
+        assert (got.string_bytes, got.max_string_bytes) == (sum(map(len, elements)), 70_000)
+
     def test_empty_string_tensor_content(self) -> None:
         """N = 0 with content is refused; with none it is an empty tensor."""
         assert "add up to 0" in refused(tensor(STRING, [0], tensor_content=b"\x00"))

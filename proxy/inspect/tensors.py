@@ -170,8 +170,19 @@ def _string_content(name: str, content: bytes, n: int) -> tuple[int, int]:
 
 
 def _varint32_lengths(name: str, content: bytes, n: int) -> tuple[int, int, int]:
-    pos, total, longest, size = 0, 0, 0, len(content)
-    for _ in range(n):
+    """The n lengths when some take several bytes. Runs of 1-byte lengths between them
+    are found and summed in C; only multi-byte ones are decoded here. A multi-byte length
+    must be >= 128 (TF's encoder never writes a longer form than needed), so each one
+    stands for at least 128 string bytes and there are at most len(content) / 128 of
+    them: millions of lengths cost C speed, not a Python step each. Every multi-byte
+    length is longer than any 1-byte one, so the longest is among them."""
+    pos, count, total, longest, size = 0, 0, 0, 0, len(content)
+    while count < n:
+        high = _next_high(content, pos, min(size, pos + n - count))
+        total += sum(content[pos:high])
+        count, pos = count + high - pos, high
+        if count == n:
+            break
         value, shift = 0, 0
         while True:  # core::GetVarint32: at most 5 bytes, high bits past 32 dropped
             if pos >= size or shift > 28:
@@ -183,6 +194,30 @@ def _varint32_lengths(name: str, content: bytes, n: int) -> tuple[int, int, int]
                 break
             shift += 7
         value &= _UINT32
-        total += value
-        longest = max(longest, value)
+        if value < 0x80:
+            raise _bad(name, "tensor_content has an overlong string length")
+        total, longest, count = total + value, max(longest, value), count + 1
+        if total > size:
+            raise _bad(name, f"string lengths add up to more than the {size} bytes "
+                             "of tensor_content")
+    if not longest:  # no multi-byte length: only 1-byte ones
+        longest = max(content[:pos], default=0)
     return pos, total, longest
+
+
+def _next_high(content: bytes, pos: int, end: int) -> int:
+    """Where the first byte >= 0x80 of content[pos:end] is, or `end`: slices tested
+    with isascii (C, a word at a time), doubling then halving, instead of a byte loop."""
+    step = 64
+    while pos < end:
+        stop = min(end, pos + step)
+        if not content[pos:stop].isascii():
+            while stop - pos > 64:
+                middle = (pos + stop) // 2
+                if content[pos:middle].isascii():
+                    pos = middle
+                else:
+                    stop = middle
+            return next(i for i in range(pos, stop) if content[i] >= 0x80)
+        pos, step = stop, step * 2
+    return end
