@@ -141,6 +141,16 @@ class TestValidTokens:
         scope_list = keys["es"].token(_claims(scope=["a", "b c"]))
         assert verifier.verify(scope_list).scopes == frozenset({"a", "b c"})
 
+    @pytest.mark.parametrize("raw", ["tenant\u00a0predict", "tenant\x1fpredict",
+                                     "tenant\tpredict", "tenant\u2003predict"])
+    def test_scope_string_splits_on_spaces_only(self, verifier: TokenVerifier,
+                                                keys: dict[str, SigningKey], raw: str) -> None:
+        """A scope string is split on spaces only (RFC 6749 §3.3), never on other
+        whitespace: "tenant<NBSP>predict" is one scope, not a grant of `predict`."""
+        # {..., "scope": "tenant\u00a0predict read"}
+        token = keys["es"].token(_claims(scope=f"{raw}  read"))
+        assert verifier.verify(token).scopes == frozenset({raw, "read"})
+
     def test_custom_scope_claim(self, key_dir: pathlib.Path, clock: Clock,
                                 keys: dict[str, SigningKey]) -> None:
         """scope_claim names the claim scopes are read from (e.g. groups)."""

@@ -184,7 +184,9 @@ class TokenVerifier:
             raise unauthenticated(Reason.TOKEN_INVALID, "token claim 'sub' is not a string")
         raw = claims.get(self._scope_claim)
         if isinstance(raw, str):
-            scopes = frozenset(raw.split())
+            # Spaces only (RFC 6749 §3.3): str.split() would also split on tabs, NBSP and
+            # \x1c-\x1f, turning one scope "tenant\u00a0predict" into a grant of `predict`.
+            scopes = frozenset(raw.split(" ")) - {""}
         elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
             scopes = frozenset(raw)
         elif raw is None:
