@@ -91,14 +91,16 @@ class ListenTLS(Section):
     key: FilePath = Field(description="Server private key (PEM).")
     client_ca: FilePath | None = Field(
         None, description="CA bundle (PEM) that client certificates must chain to.")
-    client_auth: Literal["require", "optional", "none"] = Field(
+    # No "optional": gRPC Python can only require a client certificate or not ask for
+    # one, so an optional mode would silently never see certificates.
+    client_auth: Literal["require", "none"] = Field(
         "require",
-        description="`require`: mTLS, the default. `optional`/`none`: TLS without "
-        "client certificates, allowed only when every rule requires a token.")
+        description="`require`: mTLS, the default. `none`: TLS without client "
+        "certificates, allowed only when every rule requires a token.")
 
     @pydantic.model_validator(mode="after")
     def _ca_needed(self) -> ListenTLS:
-        if self.client_auth != "none" and self.client_ca is None:
+        if self.client_auth == "require" and self.client_ca is None:
             raise KeyProblem(("client_ca",),
                              f"required when client_auth is {self.client_auth!r}")
         return self
