@@ -41,28 +41,34 @@ class _Handler(grpc.GenericRpcHandler):
         return self._unary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.backend")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--ready-file", type=pathlib.Path, required=True)
-    args = parser.parse_args(argv)
-    server = grpc.server(ThreadPoolExecutor(max_workers=args.threads),
-                         handlers=[_Handler()],
+def serve_until_signalled(handler: grpc.GenericRpcHandler, threads: int, port: int,
+                          ready_file: pathlib.Path) -> int:
+    """Serve `handler` on 127.0.0.1:`port` until SIGTERM/SIGINT; write the bound address
+    to `ready_file` once serving. Shared with bench/bare.py, which differs only in handler."""
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads), handlers=[handler],
                          options=[("grpc.max_receive_message_length", 256 << 20),
                                   ("grpc.max_send_message_length", -1),
                                   ("grpc.so_reuseport", 0)])
-    port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     gc.collect()
     gc.freeze()
-    args.ready_file.write_text(f"127.0.0.1:{port}\n")
+    ready_file.write_text(f"127.0.0.1:{bound}\n")
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     done.wait()
     server.stop(0).wait()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.backend")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--ready-file", type=pathlib.Path, required=True)
+    args = parser.parse_args(argv)
+    return serve_until_signalled(_Handler(), args.threads, args.port, args.ready_file)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,11 @@ the same run, on the same machine, instead of against numbers from another machi
 from __future__ import annotations
 
 import argparse
-import gc
 import pathlib
-import signal
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+
+from bench.backend import serve_until_signalled
 
 
 class _Forward(grpc.GenericRpcHandler):
@@ -49,22 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     channel = grpc.insecure_channel(args.upstream, options=[
         ("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)])
-    server = grpc.server(ThreadPoolExecutor(max_workers=args.threads),
-                         handlers=[_Forward(channel)],
-                         options=[("grpc.max_receive_message_length", 256 << 20),
-                                  ("grpc.max_send_message_length", -1),
-                                  ("grpc.so_reuseport", 0)])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    gc.collect()
-    gc.freeze()
-    args.ready_file.write_text(f"127.0.0.1:{port}\n")
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    done.wait()
-    server.stop(0).wait()
-    return 0
+    return serve_until_signalled(_Forward(channel), args.threads, 0, args.ready_file)
 
 
 if __name__ == "__main__":
