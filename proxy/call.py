@@ -4,6 +4,7 @@ the one mutable `Call` record that each stage fills in and `audit.py` reads."""
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
 import time
 from dataclasses import dataclass, field
 
@@ -38,14 +39,21 @@ class Principal:
         )
 
     def display(self) -> str:
-        """A short, stable name for logs and the identity header; never a secret."""
+        """A short, stable name for logs, limits and the identity header; never a secret.
+        Each part is percent-encoded, so a CN or `sub` holding spaces or '#' cannot pass
+        for a different caller (say, one that also presented a token)."""
         parts = []
         if self.has_certificate:
-            parts.append(self.spiffe_id or (f"dns:{self.dns[0]}" if self.dns else (
-                f"cn:{self.cn}" if self.cn is not None else "cert:no-identity")))
+            parts.append(_escape(self.spiffe_id) if self.spiffe_id else (
+                f"dns:{_escape(self.dns[0])}" if self.dns else (
+                    f"cn:{_escape(self.cn)}" if self.cn is not None else "cert:no-identity")))
         if self.has_token:
-            parts.append(f"jwt:{self.issuer}#{self.subject}")
+            parts.append(f"jwt:{_escape(self.issuer or '')}#{_escape(self.subject or '')}")
         return " ".join(parts) or "anonymous"
+
+
+def _escape(value: str) -> str:
+    return urllib.parse.quote(value, safe=":/@.-_~+=!$&'()*,;")
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,8 @@ class MetadataFilter:
     def upstream_metadata(self, metadata: Sequence[tuple[str, str | bytes]],
                           principal: str) -> Metadata:
         kept = tuple((k, v) for k, v in metadata
-                     if k not in self._drop and not k.startswith((":", "grpc-")))
+                     if k.removesuffix("-bin") not in self._drop
+                     and not k.startswith((":", "grpc-")))
         if self._identity_key:
             kept += ((self._identity_key, header_safe(principal)),)
         return kept

@@ -97,3 +97,14 @@ def test_certificate_without_any_identity_has_a_display_name():
     from proxy.call import Principal
 
     assert Principal(has_certificate=True).display() == "cert:no-identity"
+
+
+def test_display_cannot_be_forged_by_a_common_name():
+    """A CN that looks like 'certificate + token' is escaped, so it reads as one CN."""
+    from proxy.call import Principal
+
+    forged = Principal(cn="x jwt:https://iss#admin", has_certificate=True)
+    real = Principal(cn="x", has_certificate=True, issuer="https://iss", subject="admin",
+                     has_token=True)
+    assert forged.display() == "cn:x%20jwt:https://iss%23admin"
+    assert forged.display() != real.display()

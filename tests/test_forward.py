@@ -33,3 +33,11 @@ class TestMetadataFilter:
         """Upstream metadata keys that gRPC reserves are not relayed."""
         assert relayable([("grpc-status", "0"), (":path", "/x"), ("x-a", "1")]) == (("x-a", "1"),)
         assert relayable(None) == ()
+
+
+def test_binary_variants_of_dropped_keys_are_dropped():
+    """`authorization-bin` or a binary copy of the identity key never go upstream."""
+    flt = MetadataFilter(Identity(forward_metadata_key="x-principal"))
+    kept = flt.upstream_metadata([("authorization-bin", b"t"), ("x-principal-bin", b"f"),
+                                  ("x-ok-bin", b"1")], "p")
+    assert kept == (("x-ok-bin", b"1"), ("x-principal", "p"))

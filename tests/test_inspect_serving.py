@@ -264,3 +264,20 @@ class TestMultiInferenceSignatures:
             request.tasks.add().model_spec.name = "m"
         with _pytest.raises(Reject, match="repeat a signature"):
             serving.multi_inference(request.SerializeToString())
+
+
+def test_too_many_multi_inference_tasks_are_refused():
+    """More tasks than any real request holds are refused before each is checked."""
+    import pytest as _pytest
+
+    from proxy.errors import Reject
+    from proxy.inspect import serving
+    from proxy.pb import serving_pb2
+
+    request = serving_pb2.MultiInferenceRequest()
+    for i in range(serving.MAX_TASKS + 1):
+        task = request.tasks.add()
+        task.model_spec.name = "m"
+        task.model_spec.signature_name = f"s{i}"
+    with _pytest.raises(Reject, match="tasks > max"):
+        serving.multi_inference(request.SerializeToString())

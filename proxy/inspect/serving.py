@@ -11,6 +11,11 @@ from proxy.inspect.wire import check_field_count, reject_unknown_fields
 from proxy.pb import serving_pb2
 
 
+# Tasks must name distinct signatures of one model, so real requests hold a handful;
+# the cap bounds the per-task checks an attacker can ask for.
+MAX_TASKS = 64
+
+
 def _parse(cls: type[_message.Message], data: bytes) -> _message.Message:
     check_field_count(data, cls.DESCRIPTOR)
     try:
@@ -68,6 +73,8 @@ def multi_inference(data: bytes) -> Facts:
     msg = _parse(serving_pb2.MultiInferenceRequest, data)
     if not msg.tasks:
         raise malformed("MultiInferenceRequest has no tasks")
+    if len(msg.tasks) > MAX_TASKS:
+        raise malformed(f"MultiInferenceRequest has {len(msg.tasks)} tasks > max {MAX_TASKS}")
     targets = []
     for i, task in enumerate(msg.tasks):
         reject_unknown_fields(task, f"tasks[{i}]")
