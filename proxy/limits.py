@@ -60,10 +60,20 @@ class Caps:
     rate_key: str | None
 
 
+class LimitExceeded(Reject):
+    """A size refusal that names the limit key it broke (for the `hits` counters)."""
+
+    def __init__(self, limit: str, code: grpc.StatusCode, reason: Reason, message: str,
+                 detail: str) -> None:
+        super().__init__(code, reason, message, detail)
+        self.limit = limit
+
+
 def _exceeded(limit: str, message: str, caps: Caps, code: grpc.StatusCode =
               grpc.StatusCode.RESOURCE_EXHAUSTED, reason: Reason = Reason.LIMIT_EXCEEDED
-              ) -> Reject:
-    return Reject(code, reason, f"{message} ({limit})", detail=f"{message} ({caps.source}: {limit})")
+              ) -> LimitExceeded:
+    return LimitExceeded(limit, code, reason, f"{message} ({limit})",
+                         detail=f"{message} ({caps.source}: {limit})")
 
 
 def check_tensor(caps: Caps, t: TensorFacts) -> None:
@@ -205,23 +215,24 @@ class Limiter:
                 found.append(caps)
         return found
 
-    def check(self, facts: Facts) -> None:
+    def check(self, facts: Facts, all_caps: list[Caps] | None = None) -> None:
         """Size limits only (also for each message of a client stream)."""
-        for caps in self._all_caps(facts):
+        for caps in all_caps if all_caps is not None else self._all_caps(facts):
             try:
                 check_sizes(caps, facts)
-            except Reject as reject:  # every size message ends with "(limit_name)"
-                self.hits.add(reject.message.rpartition(" (")[2].rstrip(")"))
+            except LimitExceeded as refused:
+                self.hits.add(refused.limit)
                 raise
 
     # -- rate and concurrency -------------------------------------------------------
 
     def admit(self, principal: Principal, facts: Facts, lease: Lease) -> None:
         """Sizes, then a concurrency slot (into `lease`), then a rate token."""
-        self.check(facts)
+        all_caps = self._all_caps(facts)
+        self.check(facts, all_caps)
         who = principal.display()
         buckets = [("", self._cfg.rate)] if self._cfg.rate else []
-        buckets += [(c.rate_key, c.rate) for c in self._all_caps(facts) if c.rate_key]
+        buckets += [(c.rate_key, c.rate) for c in all_caps if c.rate_key]
         per_principal, total = self._cfg.concurrency.per_principal, self._cfg.concurrency.total
         with self._lock:
             held = self._in_flight.get(who, 0)
