@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import yaml
 
 from bench import messages
-from proxy.devpki import DevPKI, SigningKey, mint_claims, write_jwks
+from tfgate_dev.devpki import DevPKI, SigningKey, mint_claims, write_jwks
 
 ISSUER = "https://issuer.bench.tfgate"
 AUDIENCE = "tfgate"

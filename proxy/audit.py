@@ -9,11 +9,10 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
-import grpc
 import structlog
 
 from proxy.call import Call
-from proxy.errors import Reason
+from proxy.errors import Code
 
 
 def open_sink(output: str) -> IO[str]:
@@ -27,8 +26,6 @@ def open_sink(output: str) -> IO[str]:
 def event_fields(call: Call) -> dict[str, Any]:
     targets = call.facts.targets if call.facts else ()
     first = targets[0] if targets else None
-    allowed = call.reason in (Reason.ALLOWED, Reason.UPSTREAM_STATUS,
-                              Reason.UPSTREAM_UNAVAILABLE, Reason.CANCELLED)
     fields: dict[str, Any] = {
         "method": call.method,
         "principal": call.principal.display() if call.principal else None,
@@ -36,7 +33,7 @@ def event_fields(call: Call) -> dict[str, Any]:
         "model": first.name if first else None,
         "version": first.version_text() if first else None,
         "signature": ",".join(t.signature for t in targets if t.signature) or None,
-        "decision": "allow" if allowed else "deny",
+        "decision": "allow" if call.reason.forwarded else "deny",
         "reason": call.reason.value,
         "rule": call.rule,
         "status": call.code.name,
@@ -45,7 +42,7 @@ def event_fields(call: Call) -> dict[str, Any]:
         "bytes_out": call.bytes_out,
         "upstream": call.upstream,
     }
-    if call.code is not grpc.StatusCode.OK:
+    if call.code is not Code.OK:
         fields["detail"] = call.detail
     return fields
 

@@ -1,5 +1,6 @@
 """The values that travel down the pipeline: who is calling, what they asked for, and
-the one mutable `Call` record that each stage fills in and `audit.py` reads."""
+the one mutable `Call` record that each stage fills in and `audit.py` reads. No value
+here knows the transport: the gRPC and REST fronts both fill in the same record."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ import urllib.parse
 import time
 from dataclasses import dataclass, field
 
-import grpc
-
-from proxy.errors import Reason
+from proxy.errors import Code, Reason
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -40,8 +39,10 @@ class Principal:
 
     def display(self) -> str:
         """A short, stable name for logs, limits and the identity header; never a secret.
-        Each part is percent-encoded, so a CN or `sub` holding spaces or '#' cannot pass
-        for a different caller (say, one that also presented a token)."""
+        This is the one rendering of a principal. Each part is percent-encoded (so a CN or
+        `sub` holding spaces or '#' cannot pass for a different caller, say one that also
+        presented a token), which also makes the result printable ASCII: it goes into
+        metadata as it is, never escaped again."""
         parts = []
         if self.has_certificate:
             parts.append(_escape(self.spiffe_id) if self.spiffe_id else (
@@ -117,7 +118,7 @@ class Call:
     upstream: str | None = None
     reason: Reason = Reason.ALLOWED
     rule: str | None = None
-    code: grpc.StatusCode = grpc.StatusCode.OK
+    code: Code = Code.OK
     detail: str = ""
     bytes_in: int = 0
     bytes_out: int = 0

@@ -20,14 +20,12 @@ def _load(path: pathlib.Path) -> Config:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a config, including the files it names, without serving."""
-    from proxy.state import build_state
-    from proxy.tls import server_credentials
+    from proxy.runtime import Runtime
 
     cfg = _load(args.config)
-    state = build_state(cfg)
-    if cfg.listen.tls is not None:
-        server_credentials(cfg.listen.tls)
-    state.close()
+    runtime = Runtime.from_config(cfg)
+    runtime.server_credentials()
+    runtime.close()
     print(f"{args.config}: ok ({len(cfg.policy.rules)} rules, "
           f"{len(cfg.upstreams)} upstreams)")
     return 0
@@ -95,12 +93,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """Print the decision the policy would take for a described call."""
     from proxy.explain import explain
 
-    print(explain(_load(args.config), args))
+    _, text = explain(_load(args.config), args)
+    print(text)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from proxy.demo import run_demo
+    try:
+        from tfgate_dev.demo import run_demo
+    except ImportError:
+        print("tfgate: the demo is development tooling (tfgate_dev), not installed here; "
+              "run it from a source checkout: make demo", file=sys.stderr)
+        return 2
 
     return run_demo(keep=args.keep)
 

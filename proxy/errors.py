@@ -1,18 +1,17 @@
-"""The three ways things go wrong in tfgate, and nothing else.
+"""How things go wrong in tfgate: a config that cannot be used, or a call that is refused.
 
 - `ConfigError`: a configuration (or a file it names) is unusable. It carries the
   key path so the message can say *where*; only `cli.py` turns it into an exit code.
-- `Reject`: a stage refuses a call. It carries the gRPC status, a reason from the
-  closed `Reason` set (for audit and metrics) and a message safe to show the client.
-  `server.py` is the one place that turns it into a status.
-- `UpstreamError`: the upstream could not be reached or configured.
+- `Reject`: a stage refuses a call. It carries a reason from the closed `Reason` set
+  (for audit and metrics), a message safe to show the client, and a detail for audit.
+  The status a client sees comes from one table, `STATUS`, keyed by reason: a gRPC code
+  (transport-neutral `Code`, numbered as gRPC numbers them) and an HTTP status for the
+  REST front. Only `upstream-status` carries a code of its own: the upstream's.
 """
 
 from __future__ import annotations
 
 import enum
-
-import grpc
 
 
 class ConfigError(Exception):
@@ -22,6 +21,28 @@ class ConfigError(Exception):
         super().__init__(f"{path}: {problem}" if path else problem)
         self.path = path
         self.problem = problem
+
+
+class Code(enum.IntEnum):
+    """gRPC's canonical status codes, by their wire numbers (grpc/status.h)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
 
 
 class Reason(enum.Enum):
@@ -63,31 +84,86 @@ class Reason(enum.Enum):
     CANCELLED = "cancelled"
     INTERNAL_ERROR = "internal-error"
 
+    @property
+    def forwarded(self) -> bool:
+        """Whether a call ending with this reason was allowed (and went upstream)."""
+        return self in _FORWARDED
+
+
+_FORWARDED = frozenset({Reason.ALLOWED, Reason.UPSTREAM_STATUS, Reason.UPSTREAM_UNAVAILABLE,
+                        Reason.CANCELLED})
+
+_TOKEN = (Code.UNAUTHENTICATED, 401)
+# The one place a reason becomes a status: (gRPC code, HTTP status for the REST front).
+STATUS: dict[Reason, tuple[Code, int]] = {
+    Reason.ALLOWED: (Code.OK, 200),
+    Reason.NO_CREDENTIALS: _TOKEN,
+    Reason.TOKEN_MALFORMED: _TOKEN,
+    Reason.TOKEN_INVALID: _TOKEN,
+    Reason.TOKEN_EXPIRED: _TOKEN,
+    Reason.TOKEN_NOT_YET_VALID: _TOKEN,
+    Reason.TOKEN_UNKNOWN_ISSUER: _TOKEN,
+    Reason.TOKEN_UNKNOWN_KEY: _TOKEN,
+    Reason.TOKEN_BAD_AUDIENCE: _TOKEN,
+    Reason.TOKEN_ALGORITHM_NOT_ALLOWED: _TOKEN,
+    Reason.TOKEN_MISSING_CLAIM: _TOKEN,
+    Reason.MULTIPLE_TOKENS: _TOKEN,
+    Reason.UNKNOWN_METHOD: (Code.UNIMPLEMENTED, 404),
+    Reason.METHOD_ALWAYS_DENIED: (Code.PERMISSION_DENIED, 403),
+    Reason.MALFORMED_REQUEST: (Code.INVALID_ARGUMENT, 400),
+    Reason.NO_UPSTREAM: (Code.NOT_FOUND, 404),
+    Reason.NO_MATCHING_RULE: (Code.PERMISSION_DENIED, 403),
+    Reason.IDENTITY_REQUIREMENT: (Code.PERMISSION_DENIED, 403),
+    Reason.METHOD_NOT_ALLOWED: (Code.PERMISSION_DENIED, 403),
+    Reason.MODEL_NOT_ALLOWED: (Code.PERMISSION_DENIED, 403),
+    Reason.VERSION_NOT_ALLOWED: (Code.PERMISSION_DENIED, 403),
+    Reason.SIGNATURE_NOT_ALLOWED: (Code.PERMISSION_DENIED, 403),
+    Reason.LIMIT_EXCEEDED: (Code.RESOURCE_EXHAUSTED, 413),
+    Reason.INPUT_NOT_ALLOWED: (Code.INVALID_ARGUMENT, 400),
+    Reason.RATE_LIMITED: (Code.RESOURCE_EXHAUSTED, 429),
+    Reason.CONCURRENCY_LIMITED: (Code.RESOURCE_EXHAUSTED, 429),
+    Reason.UPSTREAM_STATUS: (Code.UNKNOWN, 500),  # replaced by the upstream's own code
+    Reason.UPSTREAM_UNAVAILABLE: (Code.UNAVAILABLE, 503),
+    Reason.CANCELLED: (Code.CANCELLED, 499),
+    Reason.INTERNAL_ERROR: (Code.INTERNAL, 500),
+}
+
+# HTTP statuses for gRPC codes that come from an upstream (google.rpc.Code's mapping).
+HTTP_FOR_CODE: dict[Code, int] = {
+    Code.OK: 200, Code.CANCELLED: 499, Code.UNKNOWN: 500, Code.INVALID_ARGUMENT: 400,
+    Code.DEADLINE_EXCEEDED: 504, Code.NOT_FOUND: 404, Code.ALREADY_EXISTS: 409,
+    Code.PERMISSION_DENIED: 403, Code.RESOURCE_EXHAUSTED: 429, Code.FAILED_PRECONDITION: 400,
+    Code.ABORTED: 409, Code.OUT_OF_RANGE: 400, Code.UNIMPLEMENTED: 501, Code.INTERNAL: 500,
+    Code.UNAVAILABLE: 503, Code.DATA_LOSS: 500, Code.UNAUTHENTICATED: 401,
+}
+
 
 class Reject(Exception):
-    """Stop this call with `code`; `message` goes to the client, `detail` only to audit."""
+    """Stop this call for `reason`; `message` goes to the client, `detail` only to audit.
+    `upstream_code` is set only for `upstream-status`: the code the upstream returned."""
 
-    def __init__(
-        self, code: grpc.StatusCode, reason: Reason, message: str, detail: str = ""
-    ) -> None:
+    def __init__(self, reason: Reason, message: str, detail: str = "",
+                 upstream_code: Code | None = None) -> None:
         super().__init__(message)
-        self.code = code
         self.reason = reason
         self.message = message
         self.detail = detail or message
+        self.upstream_code = upstream_code
+
+    @property
+    def code(self) -> Code:
+        return self.upstream_code if self.upstream_code is not None else STATUS[self.reason][0]
+
+    @property
+    def http_status(self) -> int:
+        if self.upstream_code is not None:
+            return HTTP_FOR_CODE[self.upstream_code]
+        return STATUS[self.reason][1]
 
 
 def unauthenticated(reason: Reason, message: str, detail: str = "") -> Reject:
-    return Reject(grpc.StatusCode.UNAUTHENTICATED, reason, message, detail)
-
-
-def denied(reason: Reason, message: str) -> Reject:
-    return Reject(grpc.StatusCode.PERMISSION_DENIED, reason, message)
+    return Reject(reason, message, detail)
 
 
 def malformed(message: str) -> Reject:
-    return Reject(grpc.StatusCode.INVALID_ARGUMENT, Reason.MALFORMED_REQUEST, message)
-
-
-class UpstreamError(Exception):
-    """An upstream cannot be used (bad address, unreadable credentials)."""
+    return Reject(Reason.MALFORMED_REQUEST, message)

@@ -1,42 +1,64 @@
-"""`tfgate explain`: the policy's decision for a described call, as plain text."""
+"""`tfgate explain`: the decision the admission path would take for a described call.
+
+The caller's identity and the request's facts come from the command line instead of
+credentials and a body; the rest is `admission.decide`, the data path's own code."""
 
 from __future__ import annotations
 
 import argparse
 
-from proxy.call import DEFAULT_SIGNATURE, ModelTarget, Principal
+from proxy import admission
+from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget, Principal
 from proxy.config import Config
 from proxy.errors import ConfigError
-from proxy.policy import Policy
-from proxy.routing import METHODS, resolve_method_pattern
+from proxy.families import Access
+from proxy.policy import Decision
+from proxy.state import build_state
 
 
-def explain(cfg: Config, args: argparse.Namespace) -> str:
-    try:
-        paths = resolve_method_pattern(args.method)
-    except ValueError as exc:
-        raise ConfigError("--method", str(exc)) from None
-    if len(paths) != 1:
-        raise ConfigError("--method", f"{args.method!r} matches {len(paths)} methods; name one")
-    (path,) = paths
-    method = METHODS[path]
+def explain(cfg: Config, args: argparse.Namespace) -> tuple[Decision, str]:
+    """The decision and its text for the call `args` describes."""
+    state = build_state(cfg, connect=False)
+    path = _method_path(state.methods, args.method)
     principal = Principal(
         spiffe_id=args.spiffe, dns=tuple(args.dns), cn=args.cn,
         has_certificate=bool(args.spiffe or args.dns or args.cn),
         subject=args.sub, issuer=args.iss, scopes=frozenset(args.scope),
         has_token=bool(args.sub or args.iss or args.scope),
     )
-    targets: tuple[ModelTarget, ...] = ()
-    if method.addresses_model:
+    method = state.methods.methods.get(path)
+    facts = admission.NO_FACTS
+    if method is not None and method.addresses_model:
         if not args.model:
             raise ConfigError("--model", f"{method.name} addresses a model: give --model")
-        signature = (args.signature or DEFAULT_SIGNATURE) if method.access.value == "data" else None
-        targets = (ModelTarget(args.model, args.version, args.label, signature),)
-    decision = Policy(cfg.policy).decide(principal, path, targets)
+        signature = (args.signature or DEFAULT_SIGNATURE) if method.access is Access.DATA else None
+        facts = Facts(targets=(ModelTarget(args.model, args.version, args.label, signature),))
+    decision = admission.decide(state, principal, path, facts)
+    return decision, _render(decision, path, principal, facts)
+
+
+def _method_path(methods, pattern: str) -> str:
+    """A method name, full path or glob naming exactly one known method; a path tfgate
+    does not know is explained as the data path would answer it."""
+    if pattern.startswith("/") and pattern not in methods.methods:
+        return pattern
+    try:
+        paths = methods.resolve(pattern)
+    except ValueError as exc:
+        if pattern.startswith("/"):
+            return pattern
+        raise ConfigError("--method", str(exc)) from None
+    if len(paths) != 1:
+        raise ConfigError("--method", f"{pattern!r} matches {len(paths)} methods; name one")
+    (path,) = paths
+    return path
+
+
+def _render(decision: Decision, path: str, principal: Principal, facts: Facts) -> str:
     verdict = "ALLOW" if decision.allowed else "DENY"
     lines = [f"{verdict} {path}", f"  principal: {principal.display()}"]
-    if targets:
-        t = targets[0]
+    if facts.targets:
+        t = facts.targets[0]
         lines.append(f"  model: {t.name} version: {t.version_text()} signature: {t.signature}")
     lines.append(f"  reason: {decision.reason.value}")
     lines.append(f"  rule: {decision.rule}" if decision.allowed else f"  why: {decision.message}")

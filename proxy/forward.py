@@ -2,8 +2,7 @@
 
 Channels are long-lived and shared by all calls of a config. Requests and responses are
 raw bytes (no serializers), so what the client sent is what the upstream receives.
-Client metadata is forwarded except credentials, hop-by-hop headers and the identity
-key (which tfgate then sets itself). The client's deadline becomes the upstream call's
+Which client metadata goes along is `metadata.py`'s decision. The client's deadline becomes the upstream call's
 timeout, and a client cancellation cancels the upstream call. Upstream status, details,
 initial and trailing metadata come back as they were.
 """
@@ -11,53 +10,14 @@ initial and trailing metadata come back as they were.
 from __future__ import annotations
 
 import threading
-import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import grpc
 
 from proxy import config
-from proxy.errors import Reason, Reject
-from proxy.routing import Method
-
-Metadata = tuple[tuple[str, str | bytes], ...]
-
-# Never forwarded: credentials, connection-level headers, and keys reserved by gRPC.
-CREDENTIAL_KEYS = frozenset({"authorization", "proxy-authorization", "cookie"})
-HOP_BY_HOP_KEYS = frozenset({"connection", "keep-alive", "proxy-connection", "te",
-                             "transfer-encoding", "upgrade", "host", "user-agent"})
-
-
-class MetadataFilter:
-    """Decides once per config which client metadata keys go upstream."""
-
-    def __init__(self, identity: config.Identity) -> None:
-        self._drop = CREDENTIAL_KEYS | HOP_BY_HOP_KEYS | {k.lower() for k in identity.strip_metadata}
-        self._identity_key = identity.forward_metadata_key
-        if self._identity_key:
-            self._drop |= {self._identity_key}
-
-    def upstream_metadata(self, metadata: Sequence[tuple[str, str | bytes]],
-                          principal: str) -> Metadata:
-        kept = tuple((k, v) for k, v in metadata
-                     if k.removesuffix("-bin") not in self._drop
-                     and not k.startswith((":", "grpc-")))
-        if self._identity_key:
-            kept += ((self._identity_key, header_safe(principal)),)
-        return kept
-
-
-def header_safe(value: str) -> str:
-    """Percent-encode what an ASCII metadata value cannot carry (a unicode CN or `sub`)."""
-    if value.isascii() and value.isprintable() and "%" not in value:
-        return value
-    return urllib.parse.quote(value, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
-
-
-def relayable(metadata: Sequence[tuple[str, str | bytes]] | None) -> Metadata:
-    """Upstream metadata minus keys gRPC reserves for itself."""
-    return tuple((k, v) for k, v in metadata or () if not k.startswith((":", "grpc-")))
-
+from proxy.errors import Code, Reason, Reject
+from proxy.families import Method
+from proxy.metadata import Metadata, relayable
 
 def _channel(cfg: config.Upstream) -> grpc.Channel:
     options = [
@@ -105,9 +65,10 @@ def _relay_error(context: grpc.ServicerContext, err: grpc.RpcError) -> Reject:
     code, details = call.code(), call.details() or ""
     if code is grpc.StatusCode.UNAVAILABLE:
         # Connection errors name internal addresses: they stay in the audit record.
-        return Reject(code, Reason.UPSTREAM_UNAVAILABLE, "upstream unavailable",
+        return Reject(Reason.UPSTREAM_UNAVAILABLE, "upstream unavailable",
                       detail=f"upstream: {details}")
-    return Reject(code, Reason.UPSTREAM_STATUS, details, detail=f"upstream: {details}")
+    return Reject(Reason.UPSTREAM_STATUS, details, detail=f"upstream: {details}",
+                  upstream_code=Code(code.value[0]))
 
 
 def _cancel_with_client(context: grpc.ServicerContext, upstream_call: grpc.Future) -> None:

@@ -1,8 +1,9 @@
 """Limit: input sizes, rates, concurrency and deadlines (docs/limits.md).
 
 Runs after authorize and before forward. Size checks are pure functions of the resolved
-limits (`Caps`) and the request's `Facts`; the only state is the token buckets and the
-in-flight counts, kept here under one lock. The config is compiled once: per-model
+limits (`Caps`) and the request's `Facts`. The only state, the token buckets and the
+in-flight counts, is a `LimitState` that outlives configs (the runtime owns it, so a
+reload neither resets rates nor forgets calls in flight). The config is compiled once: per-model
 overrides become one regex each, and a (model, signature) pair resolves to its `Caps`
 once and is then looked up. Size refusals are RESOURCE_EXHAUSTED, a dtype not allowed
 is INVALID_ARGUMENT; messages name the input, the value and the limit key, e.g.
@@ -11,20 +12,17 @@ is INVALID_ARGUMENT; messages name the input, the value and the limit key, e.g.
 
 from __future__ import annotations
 
-import collections
-import fnmatch
-import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import grpc
-
 from proxy.call import ExampleFacts, Facts, ModelTarget, Principal, TensorFacts
-from proxy.config_limits import ExampleLimits, Limits, RateLimit, TensorLimits
+from proxy.counters import Counters
+from proxy.config.limits import ExampleLimits, Limits, RateLimit, TensorLimits
 from proxy.dtypes import BY_NAME, name_of
 from proxy.errors import Reason, Reject
+from proxy.globs import compile_globs
 from proxy.inspect.tensors import label
 
 Clock = Callable[[], float]
@@ -32,20 +30,31 @@ _CACHE_MAX = 4096        # resolved (model, signature) pairs kept; names come fr
 _BUCKETS_PRUNE_AT = 10_000
 
 
-class Counters:
-    """Thread-safe counts by key (a reason value or a limit name)."""
+class LimitState:
+    """What the limits remember between calls and across reloads: token buckets, calls in
+    flight (per principal and in total), and refusals by limit name."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: collections.Counter[str] = collections.Counter()
+        self.lock = threading.Lock()
+        self.buckets: dict[tuple[str, str], list[float]] = {}
+        self.prune_at = _BUCKETS_PRUNE_AT
+        self.in_flight: dict[str, int] = {}
+        self.total = 0
+        self.hits = Counters()
 
-    def add(self, key: str) -> None:
-        with self._lock:
-            self._counts[key] += 1
+    def release(self, who: str) -> None:
+        with self.lock:
+            held = self.in_flight.get(who, 0) - 1
+            if held > 0:
+                self.in_flight[who] = held
+            else:
+                self.in_flight.pop(who, None)
+            self.total -= 1
 
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
+    def snapshot(self) -> tuple[int, dict[str, int]]:
+        """(total, per principal) calls in flight now; for tests and operators."""
+        with self.lock:
+            return self.total, dict(self.in_flight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +72,14 @@ class Caps:
 class LimitExceeded(Reject):
     """A size refusal that names the limit key it broke (for the `hits` counters)."""
 
-    def __init__(self, limit: str, code: grpc.StatusCode, reason: Reason, message: str,
-                 detail: str) -> None:
-        super().__init__(code, reason, message, detail)
+    def __init__(self, limit: str, reason: Reason, message: str, detail: str) -> None:
+        super().__init__(reason, message, detail)
         self.limit = limit
 
 
-def _exceeded(limit: str, message: str, caps: Caps, code: grpc.StatusCode =
-              grpc.StatusCode.RESOURCE_EXHAUSTED, reason: Reason = Reason.LIMIT_EXCEEDED
-              ) -> LimitExceeded:
-    return LimitExceeded(limit, code, reason, f"{message} ({limit})",
+def _exceeded(limit: str, message: str, caps: Caps,
+              reason: Reason = Reason.LIMIT_EXCEEDED) -> LimitExceeded:
+    return LimitExceeded(limit, reason, f"{message} ({limit})",
                          detail=f"{message} ({caps.source}: {limit})")
 
 
@@ -80,10 +87,10 @@ def check_tensor(caps: Caps, t: TensorFacts) -> None:
     lim, who = caps.tensors, label(t.name)
     if t.dtype not in caps.allowed_dtypes:
         raise _exceeded("allowed_dtypes", f"{who}: dtype {name_of(t.dtype)} is not allowed",
-                        caps, grpc.StatusCode.INVALID_ARGUMENT, Reason.INPUT_NOT_ALLOWED)
+                        caps, Reason.INPUT_NOT_ALLOWED)
     if t.elements == 0 and not lim.allow_empty:
         raise _exceeded("allow_empty", f"{who}: empty tensor (shape has a 0 dimension)",
-                        caps, grpc.StatusCode.INVALID_ARGUMENT, Reason.INPUT_NOT_ALLOWED)
+                        caps, Reason.INPUT_NOT_ALLOWED)
     if len(t.shape) > lim.max_dims:
         raise _exceeded("max_dims", f"{who}: {len(t.shape)} dims > max {lim.max_dims}", caps)
     if t.elements > lim.max_elements:
@@ -137,18 +144,18 @@ def check_sizes(caps: Caps, facts: Facts) -> None:
 
 
 class Lease:
-    """Concurrency slots held by one call; the handler releases it in its `finally`."""
+    """Concurrency slots held by one call; the front releases it when the call ends."""
 
-    __slots__ = ("_limiter", "_key")
+    __slots__ = ("_held", "_key")
 
     def __init__(self) -> None:
-        self._limiter: Limiter | None = None
+        self._held: LimitState | None = None
         self._key = ""
 
     def release(self) -> None:
-        limiter, self._limiter = self._limiter, None
-        if limiter is not None:
-            limiter._release(self._key)
+        held, self._held = self._held, None
+        if held is not None:
+            held.release(self._key)
 
 
 def _merge(base: TensorLimits | ExampleLimits, override: TensorLimits | ExampleLimits | None
@@ -158,31 +165,21 @@ def _merge(base: TensorLimits | ExampleLimits, override: TensorLimits | ExampleL
     return base.model_copy(update={k: getattr(override, k) for k in override.model_fields_set})
 
 
-def _glob(patterns: list[str]) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
-
-
 class Limiter:
     """Built once per config (`state.py`); per call: `admit`, `check`, `timeout`."""
 
-    def __init__(self, cfg: Limits, clock: Clock = time.monotonic) -> None:
+    def __init__(self, cfg: Limits, state: LimitState, clock: Clock = time.monotonic) -> None:
         self._cfg = cfg
+        self.state = state
         self._clock = clock
         self._global = self._caps("limits", cfg.tensors, cfg.examples, None, None)
         self._overrides = [
-            (_glob(m.models), _glob(m.signatures),
+            (compile_globs(m.models), compile_globs(m.signatures),
              self._caps(f"limits.models[{i}]", _merge(cfg.tensors, m.tensors),
                         _merge(cfg.examples, m.examples), m.rate,
                         f"models[{i}]" if m.rate else None))
             for i, m in enumerate(cfg.models)]
         self._resolved: dict[tuple[str, str], Caps] = {}
-        self._lock = threading.Lock()
-        self._buckets: dict[tuple[str, str], list[float]] = {}
-        self._prune_at = _BUCKETS_PRUNE_AT
-        self._in_flight: dict[str, int] = {}
-        self._total = 0
-        self.outcomes = Counters()  # every call, by Reason value (fed by server.py)
-        self.hits = Counters()      # every refusal here, by limit name
 
     @staticmethod
     def _caps(source: str, tensors: TensorLimits, examples: ExampleLimits,
@@ -215,28 +212,28 @@ class Limiter:
                 found.append(caps)
         return found
 
-    def check(self, facts: Facts, all_caps: list[Caps] | None = None) -> None:
-        """Size limits only (also for each message of a client stream)."""
-        for caps in all_caps if all_caps is not None else self._all_caps(facts):
+    def check(self, facts: Facts) -> None:
+        """Size limits of one request message (each message of a client stream)."""
+        for caps in self._all_caps(facts):
             try:
                 check_sizes(caps, facts)
             except LimitExceeded as refused:
-                self.hits.add(refused.limit)
+                self.state.hits.add(refused.limit)
                 raise
 
     # -- rate and concurrency -------------------------------------------------------
 
     def admit(self, principal: Principal, facts: Facts, lease: Lease) -> None:
-        """Sizes, then a concurrency slot (into `lease`), then a rate token."""
+        """A concurrency slot (into `lease`), then a rate token; sizes are `check`'s."""
         all_caps = self._all_caps(facts)
-        self.check(facts, all_caps)
         who = principal.display()
         buckets = [("", self._cfg.rate)] if self._cfg.rate else []
         buckets += [(c.rate_key, c.rate) for c in all_caps if c.rate_key]
         per_principal, total = self._cfg.concurrency.per_principal, self._cfg.concurrency.total
-        with self._lock:
-            held = self._in_flight.get(who, 0)
-            if total is not None and self._total >= total:
+        shared = self.state
+        with shared.lock:
+            held = shared.in_flight.get(who, 0)
+            if total is not None and shared.total >= total:
                 refused = self._refuse("concurrency.total", Reason.CONCURRENCY_LIMITED,
                                        f"concurrency limit: {total} calls in flight (total)")
             elif per_principal is not None and held >= per_principal:
@@ -246,15 +243,15 @@ class Limiter:
             else:
                 refused = self._take_tokens(who, buckets)  # type: ignore[arg-type]
             if refused is None:
-                self._in_flight[who] = held + 1
-                self._total += 1
-                lease._limiter, lease._key = self, who
+                shared.in_flight[who] = held + 1
+                shared.total += 1
+                lease._held, lease._key = shared, who
         if refused is not None:
             raise refused
 
     def _refuse(self, limit: str, reason: Reason, message: str) -> Reject:
-        self.hits.add(limit)
-        return Reject(grpc.StatusCode.RESOURCE_EXHAUSTED, reason, message)
+        self.state.hits.add(limit)
+        return Reject(reason, message)
 
     def _take_tokens(self, who: str, buckets: list[tuple[str, RateLimit]]) -> Reject | None:
         """All or nothing: a token from every bucket, or from none."""
@@ -263,7 +260,7 @@ class Limiter:
         now = self._clock()
         states = []
         for key, rate in buckets:
-            state = self._buckets.get((key, who))
+            state = self.state.buckets.get((key, who))
             if state is None:
                 state = [float(rate.burst), now]
             tokens = min(float(rate.burst), state[0] + (now - state[1]) * rate.rate)
@@ -273,9 +270,10 @@ class Limiter:
                                     f"rate limit: more than {rate.rate:g} calls/s (burst "
                                     f"{rate.burst}) for this principal ({limit})")
             states.append(((key, who), tokens))
+        buckets = self.state.buckets
         for bucket_key, tokens in states:
-            self._buckets[bucket_key] = [tokens - 1.0, now]
-        if len(self._buckets) > self._prune_at:
+            buckets[bucket_key] = [tokens - 1.0, now]
+        if len(buckets) > self.state.prune_at:
             self._prune(now)
         return None
 
@@ -283,25 +281,12 @@ class Limiter:
         """Forget buckets that have refilled: a full bucket is the same as none."""
         rates = {"": self._cfg.rate, **{c.rate_key: c.rate for _, _, c in self._overrides
                                          if c.rate_key}}
-        for key, (tokens, then) in list(self._buckets.items()):
-            rate = rates[key[0]]
+        buckets = self.state.buckets
+        for key, (tokens, then) in list(buckets.items()):
+            rate = rates.get(key[0])
             if rate is None or tokens + (now - then) * rate.rate >= rate.burst:
-                del self._buckets[key]
-        self._prune_at = max(_BUCKETS_PRUNE_AT, 2 * len(self._buckets))
-
-    def _release(self, who: str) -> None:
-        with self._lock:
-            held = self._in_flight.get(who, 0) - 1
-            if held > 0:
-                self._in_flight[who] = held
-            else:
-                self._in_flight.pop(who, None)
-            self._total -= 1
-
-    def in_flight(self) -> tuple[int, dict[str, int]]:
-        """(total, per principal) now; for tests and operators."""
-        with self._lock:
-            return self._total, dict(self._in_flight)
+                del buckets[key]
+        self.state.prune_at = max(_BUCKETS_PRUNE_AT, 2 * len(buckets))
 
     # -- deadlines ------------------------------------------------------------------
 

@@ -1,125 +1,115 @@
-"""Route: map a gRPC method path to what tfgate knows about it, or refuse it.
+"""Route: which method a path names, and which upstream an admitted call goes to.
 
-Paths are matched exactly and case-sensitively. A path not in the table is refused
-with UNIMPLEMENTED without being forwarded; the profiler and SessionService are
-refused with PERMISSION_DENIED whatever the policy says (see tf-protocols.md §1.1, 1.5).
+`MethodTable` is built from the families of the configured upstreams' kinds. Paths are
+matched exactly and case-sensitively; a path not in the table is refused with
+UNIMPLEMENTED without being forwarded, and the paths a family marks always-denied (and
+the profiler, on every TF server) are refused with PERMISSION_DENIED whatever the policy
+says (docs/wire-facts.md). `UpstreamRouter` sends a call to an upstream of its method's
+family: by model name (first matching route), else the default upstream.
 """
 
 from __future__ import annotations
 
-import enum
-import fnmatch
-from collections.abc import Callable
-from dataclasses import dataclass
-
-import grpc
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from proxy.call import Facts
 from proxy.errors import Reason, Reject
-from proxy.inspect import serving
+from proxy.families import Access, Family, Method
+from proxy.families.serving import SERVING
+from proxy.globs import compile_globs
+
+if TYPE_CHECKING:
+    from proxy import config
+
+FAMILIES: dict[str, Family] = {SERVING.name: SERVING}
+
+# The profiler writes files and directories chosen by the caller on the server, and every
+# TF server registers it (ModelServer by default): refused whatever family is enabled.
+ALWAYS_DENIED = ("/tensorflow.ProfilerService/",)
 
 
-class Access(enum.Enum):
-    DATA = "data"          # per model and signature
-    METADATA = "metadata"  # per model
-    ADMIN = "admin"        # must be named by a rule; never matched by a glob
-    INFRA = "infra"        # no model
+def _service(prefix: str) -> str:
+    """`/tensorflow.ProfilerService/` -> `ProfilerService`."""
+    return prefix.strip("/").rsplit(".", 1)[-1]
 
 
-class Kind(enum.Enum):
-    UNARY_UNARY = "unary_unary"
-    UNARY_STREAM = "unary_stream"
-    STREAM_UNARY = "stream_unary"
-    STREAM_STREAM = "stream_stream"
+class MethodTable:
+    """The methods tfgate knows for one config, from the families it enables."""
 
-    @property
-    def client_streams(self) -> bool:
-        return self in (Kind.STREAM_UNARY, Kind.STREAM_STREAM)
+    def __init__(self, families: Iterable[Family]) -> None:
+        self.families = tuple(families)
+        self.methods: dict[str, Method] = {
+            m.path: m for f in self.families for m in f.methods}
+        self.always_denied = ALWAYS_DENIED + tuple(
+            p for f in self.families for p in f.always_denied)
+        self._by_name = {m.name: m.path for m in self.methods.values()}
 
-    @property
-    def server_streams(self) -> bool:
-        return self in (Kind.UNARY_STREAM, Kind.STREAM_STREAM)
+    @classmethod
+    def for_config(cls, cfg: config.Config) -> MethodTable:
+        kinds = dict.fromkeys(u.kind for u in cfg.upstreams.values())
+        return cls(FAMILIES[kind] for kind in kinds)
 
+    def lookup(self, path: str) -> Method:
+        method = self.methods.get(path)
+        if method is not None:
+            return method
+        if path.startswith(self.always_denied):
+            raise Reject(Reason.METHOD_ALWAYS_DENIED,
+                         f"method {path} is never allowed through tfgate")
+        raise Reject(Reason.UNKNOWN_METHOD, f"unknown method {path}")
 
-@dataclass(frozen=True)
-class Method:
-    path: str
-    access: Access
-    kind: Kind
-    inspect: Callable[[bytes], Facts]
+    def resolve(self, pattern: str) -> frozenset[str]:
+        """Expand a rule's method entry to known paths; raise ValueError if it names none.
 
-    @property
-    def name(self) -> str:
-        return self.path.rsplit("/", 1)[1]
-
-    @property
-    def addresses_model(self) -> bool:
-        return self.access in (Access.DATA, Access.METADATA)
-
-
-_SERVING = "/tensorflow.serving.PredictionService/"
-_MODEL = "/tensorflow.serving.ModelService/"
-_HEALTH = "/grpc.health.v1.Health/"
-_EAGER = "/tensorflow.eager.EagerService/"
-
-
-def _eager_stream(data: bytes) -> Facts:
-    """StreamingEnqueue messages are not inspected yet: op inspection of eager requests
-    (EnqueueRequest) is future work. Until then the method is ADMIN, so it is refused
-    unless a rule names its full path, and such a rule grants every op it carries."""
-    return Facts()
-
-
-METHODS: dict[str, Method] = {m.path: m for m in (
-    Method(_SERVING + "Predict", Access.DATA, Kind.UNARY_UNARY, serving.predict),
-    Method(_SERVING + "Classify", Access.DATA, Kind.UNARY_UNARY, serving.classify),
-    Method(_SERVING + "Regress", Access.DATA, Kind.UNARY_UNARY, serving.regress),
-    Method(_SERVING + "MultiInference", Access.DATA, Kind.UNARY_UNARY, serving.multi_inference),
-    Method(_SERVING + "GetModelMetadata", Access.METADATA, Kind.UNARY_UNARY, serving.metadata),
-    Method(_MODEL + "GetModelStatus", Access.METADATA, Kind.UNARY_UNARY, serving.status),
-    Method(_MODEL + "HandleReloadConfigRequest", Access.ADMIN, Kind.UNARY_UNARY, serving.reload),
-    Method(_HEALTH + "Check", Access.INFRA, Kind.UNARY_UNARY, serving.health),
-    Method(_HEALTH + "Watch", Access.INFRA, Kind.UNARY_STREAM, serving.health),
-    Method(_EAGER + "StreamingEnqueue", Access.ADMIN, Kind.STREAM_STREAM, _eager_stream),
-)}
-
-# Refused whatever the policy says: the profiler writes files and directories chosen by
-# the caller on the server; SessionService runs arbitrary graph tensors past signatures.
-ALWAYS_DENIED = ("/tensorflow.ProfilerService/", "/tensorflow.serving.SessionService/")
-
-_BY_NAME = {m.name: m.path for m in METHODS.values()}
+        `Predict` and `PredictionService/Predict` name one method; a pattern containing a
+        glob character matches full paths but never admin methods (those must be named).
+        """
+        if pattern.startswith(self.always_denied) or any(
+                _service(p) in pattern for p in self.always_denied):
+            raise ValueError(f"{pattern!r} is always denied and cannot be granted")
+        if pattern in self._by_name:
+            return frozenset({self._by_name[pattern]})
+        path = pattern if pattern.startswith("/") else None
+        if path is None and "/" in pattern:
+            path = next((p for p in self.methods if p.endswith("." + pattern)), None)
+        if path in self.methods:
+            return frozenset({path})
+        if any(c in pattern for c in "*?["):
+            glob = compile_globs([pattern])
+            matched = frozenset(p for p, m in self.methods.items()
+                                if m.access is not Access.ADMIN and glob.fullmatch(p))
+            if matched:
+                return matched
+        raise ValueError(f"{pattern!r} matches no known method")
 
 
-def lookup(path: str) -> Method:
-    method = METHODS.get(path)
-    if method is not None:
-        return method
-    if path.startswith(ALWAYS_DENIED):
-        raise Reject(grpc.StatusCode.PERMISSION_DENIED, Reason.METHOD_ALWAYS_DENIED,
-                     f"method {path} is never allowed through tfgate")
-    raise Reject(grpc.StatusCode.UNIMPLEMENTED, Reason.UNKNOWN_METHOD,
-                 f"unknown method {path}")
+class UpstreamRouter:
+    """Chooses an upstream of the method's family: by model name (first matching route),
+    else that family's default (`default_upstream` if it is of that kind, else the only
+    upstream of that kind)."""
 
+    def __init__(self, cfg: config.Config) -> None:
+        kinds = {name: up.kind for name, up in cfg.upstreams.items()}
+        self._routes = [(compile_globs(r.models), r.upstream, kinds[r.upstream])
+                        for r in cfg.routes]
+        self._defaults: dict[str, str] = {}
+        for kind in dict.fromkeys(kinds.values()):
+            names = [n for n, k in kinds.items() if k == kind]
+            if cfg.default_upstream in names:
+                self._defaults[kind] = cfg.default_upstream  # type: ignore[assignment]
+            elif len(names) == 1:
+                self._defaults[kind] = names[0]
 
-def resolve_method_pattern(pattern: str) -> frozenset[str]:
-    """Expand a rule's method entry to known paths; raise ValueError if it names none.
-
-    `Predict` and `PredictionService/Predict` name one method; a pattern containing a
-    glob character matches full paths but never admin methods (those must be named).
-    """
-    if pattern.startswith(ALWAYS_DENIED) or "SessionService" in pattern or (
-            "ProfilerService" in pattern):
-        raise ValueError(f"{pattern!r} is always denied and cannot be granted")
-    if pattern in _BY_NAME:
-        return frozenset({_BY_NAME[pattern]})
-    path = pattern if pattern.startswith("/") else None
-    if path is None and "/" in pattern:
-        path = next((p for p in METHODS if p.endswith("." + pattern)), None)
-    if path in METHODS:
-        return frozenset({path})
-    if any(c in pattern for c in "*?["):
-        matched = frozenset(p for p, m in METHODS.items()
-                            if m.access is not Access.ADMIN and fnmatch.fnmatchcase(p, pattern))
-        if matched:
-            return matched
-    raise ValueError(f"{pattern!r} matches no known method")
+    def upstream_for(self, method: Method, facts: Facts) -> str:
+        model = facts.targets[0].name if facts.targets else None
+        if model is not None:
+            for pattern, name, kind in self._routes:
+                if kind == method.family and pattern.fullmatch(model):
+                    return name
+        default = self._defaults.get(method.family)
+        if default is None:
+            raise Reject(Reason.NO_UPSTREAM,
+                         f'no upstream serves model "{model}"' if model else
+                         "no default upstream for this method")
+        return default

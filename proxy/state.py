@@ -1,92 +1,104 @@
 """State: one config compiled into everything a call needs, built off to the side.
 
-A call reads the server's current `State` once, when it starts, and uses only that
-object, so a later reload (which builds a new State and swaps one reference) never
-mixes two configs within a call. Building fails with ConfigError, never half-way.
+A call takes the runtime's current `State` once, when it starts, and uses only that
+object, so a reload (which builds a new State and swaps one reference, `runtime.py`)
+never mixes two configs within a call. Building fails with ConfigError, never half-way.
+What must outlive a config (limit state, counters) comes in as `Shared`.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-
-import grpc
+from dataclasses import dataclass, field
 
 from proxy import config
 from proxy.audit import AuditLog, open_sink
 from proxy.authn import Authenticator
 from proxy.authn.jwt import TokenVerifier
 from proxy.authn.mtls import CertificateIdentities
-from proxy.call import Facts
-from proxy.errors import ConfigError, Reason, Reject
-from proxy.forward import MetadataFilter, Upstream
-from proxy.limits import Limiter
+from proxy.counters import Counters
+from proxy.errors import ConfigError
+from proxy.forward import Upstream
+from proxy.limits import Limiter, LimitState
+from proxy.metadata import MetadataFilter
 from proxy.policy import Policy
+from proxy.routing import MethodTable, UpstreamRouter
 
 
-class UpstreamRouter:
-    """Chooses the upstream by model name (first matching route), else the default."""
+@dataclass
+class Shared:
+    """What every State of one process shares: limit state and outcome counters."""
 
-    def __init__(self, cfg: config.Config, upstreams: dict[str, Upstream]) -> None:
-        self._routes = [(re.compile("|".join(fnmatch.translate(m) for m in r.models)),
-                         upstreams[r.upstream]) for r in cfg.routes]
-        default = cfg.upstream_for_default()
-        self._default = upstreams[default] if default else None
-
-    def upstream_for(self, facts: Facts) -> Upstream:
-        model = facts.targets[0].name if facts.targets else None
-        if model is not None:
-            for pattern, upstream in self._routes:
-                if pattern.fullmatch(model):
-                    return upstream
-        if self._default is None:
-            raise Reject(grpc.StatusCode.NOT_FOUND, Reason.NO_UPSTREAM,
-                         f'no upstream serves model "{model}"' if model else
-                         "no default upstream for this method")
-        return self._default
+    limits: LimitState = field(default_factory=LimitState)
+    outcomes: Counters = field(default_factory=Counters)  # every call, by Reason value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity (runtime.py)
 class State:
     config: config.Config
+    shared: Shared
+    methods: MethodTable
     authenticator: Authenticator
     policy: Policy
     router: UpstreamRouter
     upstreams: dict[str, Upstream]
     metadata: MetadataFilter
-    audit: AuditLog
-    limits: Limiter  # also holds the rate/concurrency state and the outcome counters
+    audit: AuditLog | None
+    limits: Limiter
 
     def close(self) -> None:
         for upstream in self.upstreams.values():
             upstream.close()
-        self.audit.close()
+        if self.audit is not None:
+            self.audit.close()
 
 
-def build_state(cfg: config.Config, clock: Callable[[], float] = time.monotonic) -> State:
-    """`clock` drives the rate-limit token buckets (tests pass a fake one)."""
+def build_state(cfg: config.Config, shared: Shared | None = None, *, connect: bool = True,
+                methods: MethodTable | None = None,
+                clock: Callable[[], float] = time.monotonic) -> State:
+    """`connect=False` (explain) builds no upstream channels and opens no audit sink.
+    `methods` replaces the table built from the upstreams' families (tests add methods
+    this way); `clock` drives the rate-limit token buckets (tests pass a fake one)."""
+    shared = shared or Shared()
     tokens = TokenVerifier(cfg.authn.jwt) if cfg.authn.jwt else None
-    policy = Policy(cfg.policy)
+    methods = methods or MethodTable.for_config(cfg)
+    policy = Policy(cfg.policy, methods)
+    upstreams = _upstreams(cfg) if connect else {}
+    try:
+        audit = _audit(cfg) if connect else None
+    except ConfigError:
+        for made in upstreams.values():
+            made.close()
+        raise
+    return State(
+        config=cfg,
+        shared=shared,
+        methods=methods,
+        authenticator=Authenticator(CertificateIdentities(), tokens),
+        policy=policy,
+        router=UpstreamRouter(cfg),
+        upstreams=upstreams,
+        metadata=MetadataFilter(cfg.identity),
+        audit=audit,
+        limits=Limiter(cfg.limits, shared.limits, clock),
+    )
+
+
+def _upstreams(cfg: config.Config) -> dict[str, Upstream]:
     upstreams: dict[str, Upstream] = {}
     for name, up in cfg.upstreams.items():
         try:
             upstreams[name] = Upstream(name, up)
         except (OSError, ValueError) as exc:
+            for made in upstreams.values():
+                made.close()
             raise ConfigError(f"upstreams.{name}", f"cannot set up channel: {exc}") from None
+    return upstreams
+
+
+def _audit(cfg: config.Config) -> AuditLog:
     try:
-        sink = open_sink(cfg.audit.output)
+        return AuditLog(open_sink(cfg.audit.output))
     except OSError as exc:
         raise ConfigError("audit.output", f"cannot open: {exc.strerror}") from None
-    return State(
-        config=cfg,
-        authenticator=Authenticator(CertificateIdentities(), tokens),
-        policy=policy,
-        router=UpstreamRouter(cfg, upstreams),
-        upstreams=upstreams,
-        metadata=MetadataFilter(cfg.identity),
-        audit=AuditLog(sink),
-        limits=Limiter(cfg.limits, clock),
-    )

@@ -14,8 +14,11 @@ import grpc
 import pytest
 
 from proxy.config import validate_config
-from proxy.devpki import DevPKI, Issued, SigningKey, write_jwks
+from proxy.routing import MethodTable
+from proxy.runtime import Runtime
 from proxy.server import RunningServer
+from proxy.state import build_state
+from tfgate_dev.devpki import DevPKI, Issued, SigningKey, write_jwks
 
 ISSUER = "https://issuer.tfgate.test"
 AUDIENCE = "tfgate"
@@ -107,9 +110,12 @@ def base_config(pki: Pki, signing: Signing, upstream: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def running_proxy(config: dict[str, Any]) -> Iterator[RunningServer]:
-    """Validate `config`, serve it on a free port, stop it afterwards."""
-    server = RunningServer(validate_config(copy.deepcopy(config))).start()
+def running_proxy(config: dict[str, Any], methods: MethodTable | None = None
+                  ) -> Iterator[RunningServer]:
+    """Validate `config`, serve it on a free port, stop it afterwards. `methods` replaces
+    the method table its upstreams' families give (tests add methods this way)."""
+    cfg = validate_config(copy.deepcopy(config))
+    server = RunningServer(cfg, Runtime(build_state(cfg, methods=methods))).start()
     try:
         yield server
     finally:
@@ -117,16 +123,16 @@ def running_proxy(config: dict[str, Any]) -> Iterator[RunningServer]:
 
 
 @pytest.fixture
-def make_proxy() -> Iterator[Callable[[dict[str, Any]], RunningServer]]:
+def make_proxy() -> Iterator[Callable[..., RunningServer]]:
     """Start proxies inside a test; all are stopped when it ends."""
     with contextlib.ExitStack() as stack:
-        yield lambda config: stack.enter_context(running_proxy(config))
+        yield lambda config, methods=None: stack.enter_context(running_proxy(config, methods))
 
 
 @pytest.fixture(scope="session")
 def backend():
     """One TF-backed ModelServer stand-in for the whole session, recording requests."""
-    from proxy.testbackend import start_backend
+    from tfgate_dev.testbackend import start_backend
 
     with start_backend(record=True) as process:
         yield process

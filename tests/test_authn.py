@@ -11,8 +11,8 @@ from proxy import config
 from proxy.authn import Authenticator
 from proxy.authn.jwt import TokenVerifier
 from proxy.authn.mtls import CertificateIdentities
-from proxy.devpki import DevPKI, SigningKey, mint_claims, write_jwks
-from proxy.errors import Reason, Reject
+from tfgate_dev.devpki import DevPKI, SigningKey, mint_claims, write_jwks
+from proxy.errors import Code, Reason, Reject
 
 NOW = 1_800_000_000
 ISS = "https://issuer.example"
@@ -47,21 +47,21 @@ class TestAuthenticator:
     def test_certificate_only(self, authenticator: Authenticator,
                               material: tuple[bytes, SigningKey, pathlib.Path]) -> None:
         """A client certificate alone gives a certificate principal."""
-        principal = authenticator.authenticate({"x509_pem_cert": [material[0]]}, [])
+        principal = authenticator.authenticate(material[0], [])
         assert principal.spiffe_id == SPIFFE and principal.has_certificate
         assert not principal.has_token
 
     def test_token_only(self, authenticator: Authenticator,
                         material: tuple[bytes, SigningKey, pathlib.Path]) -> None:
         """A bearer token alone gives a token principal."""
-        principal = authenticator.authenticate({}, _bearer(material[1]))
+        principal = authenticator.authenticate(None, _bearer(material[1]))
         assert principal.subject == "bob" and principal.has_token
         assert not principal.has_certificate
 
     def test_both(self, authenticator: Authenticator,
                   material: tuple[bytes, SigningKey, pathlib.Path]) -> None:
         """Certificate and token merge into one principal with both identities."""
-        principal = authenticator.authenticate({"x509_pem_cert": [material[0]]},
+        principal = authenticator.authenticate(material[0],
                                                _bearer(material[1]))
         assert (principal.spiffe_id, principal.subject) == (SPIFFE, "bob")
         assert principal.has_certificate and principal.has_token
@@ -70,8 +70,8 @@ class TestAuthenticator:
     def test_neither(self, authenticator: Authenticator) -> None:
         """No certificate and no token is UNAUTHENTICATED."""
         with pytest.raises(Reject) as info:
-            authenticator.authenticate({}, [("x-other", "1")])
-        assert info.value.code is grpc.StatusCode.UNAUTHENTICATED
+            authenticator.authenticate(None, [("x-other", "1")])
+        assert info.value.code is Code.UNAUTHENTICATED
         assert info.value.reason is Reason.NO_CREDENTIALS
 
     def test_bad_token_with_good_certificate(
@@ -79,16 +79,16 @@ class TestAuthenticator:
             material: tuple[bytes, SigningKey, pathlib.Path]) -> None:
         """An invalid token is refused even when the certificate alone would do."""
         with pytest.raises(Reject) as info:
-            authenticator.authenticate({"x509_pem_cert": [material[0]]},
+            authenticator.authenticate(material[0],
                                        [("authorization", "Bearer not.a.jwt")])
-        assert info.value.code is grpc.StatusCode.UNAUTHENTICATED
+        assert info.value.code is Code.UNAUTHENTICATED
 
     def test_token_without_verifier(self,
                                     material: tuple[bytes, SigningKey, pathlib.Path]) -> None:
         """With no authn.jwt configured, a presented token is refused, not ignored."""
         authenticator = Authenticator(CertificateIdentities(), None)
         with pytest.raises(Reject) as info:
-            authenticator.authenticate({"x509_pem_cert": [material[0]]}, _bearer(material[1]))
+            authenticator.authenticate(material[0], _bearer(material[1]))
         assert info.value.reason is Reason.TOKEN_INVALID
 
 

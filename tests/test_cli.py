@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from proxy.cli import main
-from proxy.devpki import DevPKI, SigningKey, write_jwks
+from tfgate_dev.devpki import DevPKI, SigningKey, write_jwks
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 ALICE = "spiffe://example.org/ns/prod/sa/alice"

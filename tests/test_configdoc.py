@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pathlib
 
-from proxy import config, configdoc
+from proxy import config
+from tfgate_dev import configdoc
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "config.md"
 

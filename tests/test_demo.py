@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from proxy import demo
+from tfgate_dev import demo
 
 TFGATE = pathlib.Path(sys.executable).with_name("tfgate")
 COMMAND = [str(TFGATE), "demo"] if TFGATE.exists() else [sys.executable, "-m", "proxy.cli", "demo"]

@@ -1,4 +1,4 @@
-"""Tests for proxy.devpki: chain, extensions, file modes, JWTs, CLI and a real mutual-TLS gRPC call."""
+"""Tests for tfgate_dev.devpki: chain, extensions, file modes, JWTs, CLI and a real mutual-TLS gRPC call."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509 import DNSName, IPAddress
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from proxy.devpki import DevPKI, Issued, SigningKey, main, mint_claims, write_jwks
+from tfgate_dev.devpki import DevPKI, Issued, SigningKey, main, mint_claims, write_jwks
 
 REPO = Path(__file__).resolve().parent.parent
 SPIFFE = "spiffe://example.org/ns/demo/sa/alice"
@@ -211,7 +211,7 @@ def test_make_dev_pki_script(tmp_path: Path) -> None:
     assert "server.pem" in result.stdout
     assert (tmp_path / "o" / "c.pem").exists()
     result = subprocess.run(
-        [sys.executable, "-m", "proxy.devpki", str(tmp_path / "m")], capture_output=True, text=True, cwd=REPO
+        [sys.executable, "-m", "tfgate_dev.devpki", str(tmp_path / "m")], capture_output=True, text=True, cwd=REPO
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "m" / "ca.pem").exists()

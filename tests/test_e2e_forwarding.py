@@ -10,12 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from proxy import routing
 from proxy.call import Facts
-from proxy.devpki import mint_claims
 from proxy.errors import malformed
+from proxy.families import Access, Kind, Method, family
+from proxy.families.serving import SERVING
 from proxy.pb import serving_pb2
-from proxy.routing import Access, Kind, Method
+from proxy.routing import MethodTable
+from tfgate_dev.devpki import mint_claims
 from tests.conftest import AUDIENCE, ISSUER, base_config
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
@@ -199,19 +200,18 @@ def _refuse_forbidden(message: bytes) -> Facts:
     return Facts()
 
 
+# Two test-only streaming methods, so the client-streaming and bidi forwarders can be
+# exercised (TF Serving itself has none); each message is inspected on its way. They
+# join the serving family as a family of their own, in a table the test builds.
+STREAMS = family("serving", (
+    Method(CLIENT_STREAM, Access.INFRA, Kind.STREAM_UNARY, _refuse_forbidden),
+    Method(BIDI, Access.INFRA, Kind.STREAM_STREAM, _refuse_forbidden),
+))
+
+
 @pytest.fixture
-def streaming_methods(monkeypatch):
-    """Two test-only streaming methods, so the client-streaming and bidi forwarders can be
-    exercised (TF Serving itself has none); each message is inspected on its way."""
-    extra = {
-        CLIENT_STREAM: Method(CLIENT_STREAM, Access.INFRA, Kind.STREAM_UNARY, _refuse_forbidden),
-        BIDI: Method(BIDI, Access.INFRA, Kind.STREAM_STREAM, _refuse_forbidden),
-    }
-    monkeypatch.setattr(routing, "METHODS", {**routing.METHODS, **extra})
-    import proxy.policy
-    import proxy.server
-    monkeypatch.setattr(proxy.server.routing, "METHODS", routing.METHODS)
-    monkeypatch.setattr(proxy.policy, "METHODS", routing.METHODS)
+def streaming_methods() -> MethodTable:
+    return MethodTable([SERVING, STREAMS])
 
 
 class TestStreaming:
@@ -224,7 +224,7 @@ class TestStreaming:
     def test_client_stream_and_bidi_forward_every_message(self, pki, signing, make_proxy,
                                                           raw_backend, streaming_methods):
         """Streamed messages arrive upstream in order and responses stream back."""
-        proxy = make_proxy(self.config(pki, signing, raw_backend))
+        proxy = make_proxy(self.config(pki, signing, raw_backend), methods=streaming_methods)
         channel = pki.channel(proxy.address, pki.cn_client)
         assert channel.stream_unary(CLIENT_STREAM)(iter([b"a", b"b"]), timeout=5) == b"a|b"
         replies = list(channel.stream_stream(BIDI)(iter([b"1", b"2", b"3"]), timeout=5))
@@ -235,7 +235,7 @@ class TestStreaming:
     def test_refused_message_never_reaches_upstream(self, pki, signing, make_proxy,
                                                     raw_backend, streaming_methods, path):
         """A message that fails inspection ends the call with its status and is not sent."""
-        proxy = make_proxy(self.config(pki, signing, raw_backend))
+        proxy = make_proxy(self.config(pki, signing, raw_backend), methods=streaming_methods)
         channel = pki.channel(proxy.address, pki.cn_client)
         kind = channel.stream_unary if path == CLIENT_STREAM else channel.stream_stream
         with pytest.raises(grpc.RpcError) as info:
@@ -248,7 +248,7 @@ class TestStreaming:
     def test_stream_method_refused_without_rule(self, pki, signing, make_proxy, raw_backend,
                                                 streaming_methods):
         """Streaming methods obey the policy like unary ones."""
-        proxy = make_proxy(self.config(pki, signing, raw_backend))
+        proxy = make_proxy(self.config(pki, signing, raw_backend), methods=streaming_methods)
         channel = pki.channel(proxy.address, pki.alice)
         with pytest.raises(grpc.RpcError) as info:
             list(channel.stream_stream(BIDI)(iter([b"1"]), timeout=5))

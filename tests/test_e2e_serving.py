@@ -10,7 +10,7 @@ import time
 import grpc
 import pytest
 
-from proxy.devpki import mint_claims
+from tfgate_dev.devpki import mint_claims
 from tests.conftest import AUDIENCE, ISSUER, OPS, base_config, running_proxy
 
 pytestmark = pytest.mark.tf

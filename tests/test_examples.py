@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 
 from proxy import cli
 from proxy.config import load_config, validate_config
-from proxy.devpki import SigningKey, main as make_dev_pki, mint_claims
+from tfgate_dev.devpki import SigningKey, main as make_dev_pki, mint_claims
 from proxy.server import RunningServer
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"

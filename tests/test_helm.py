@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from proxy.config import validate_config
-from proxy.devpki import DevPKI, SigningKey, write_jwks
+from tfgate_dev.devpki import DevPKI, SigningKey, write_jwks
 
 helm_python = pytest.importorskip("helm_python")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")

@@ -24,12 +24,12 @@ from hypothesis import strategies as st
 
 from proxy.call import Facts
 from proxy.config import validate_config
-from proxy.config_limits import Limits
-from proxy.devpki import SigningKey, write_jwks
+from proxy.config.limits import Limits
+from tfgate_dev.devpki import SigningKey, write_jwks
 from proxy.dtypes import DTYPES
 from proxy.errors import Reject
 from proxy.inspect import serving
-from proxy.limits import Limiter
+from proxy.limits import Limiter, LimitState
 from proxy.pb import serving_pb2
 from proxy.pb.tensor_pb2 import TensorProto
 from proxy.server import RunningServer
@@ -39,7 +39,7 @@ INSPECTORS: dict[str, Callable[[bytes], Facts]] = {
     "Predict": serving.predict, "Classify": serving.classify,
     "Regress": serving.regress, "MultiInference": serving.multi_inference,
 }
-LIMITER = Limiter(Limits())
+LIMITER = Limiter(Limits(), LimitState())
 FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

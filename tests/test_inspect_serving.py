@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget
-from proxy.errors import Reason, Reject
+from proxy.errors import Code, Reason, Reject
 from proxy.inspect import serving
 from proxy.pb import example_pb2
 from proxy.pb import serving_pb2 as pb
@@ -50,7 +50,7 @@ def _spec(name: str = "mnist", **fields: object) -> pb.ModelSpec:
 def _malformed(parse: Callable[[bytes], Facts], data: bytes) -> Reject:
     with pytest.raises(Reject) as info:
         parse(data)
-    assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.code is Code.INVALID_ARGUMENT
     assert info.value.reason is Reason.MALFORMED_REQUEST
     return info.value
 

@@ -21,8 +21,8 @@ from proxy import config
 from proxy.authn import jwks
 from proxy.authn.jwt import TokenVerifier, extract_token
 from proxy.call import Principal
-from proxy.devpki import DevPKI, SigningKey, mint_claims, write_jwks
-from proxy.errors import ConfigError, Reason, Reject
+from tfgate_dev.devpki import DevPKI, SigningKey, mint_claims, write_jwks
+from proxy.errors import Code, ConfigError, Reason, Reject
 
 NOW = 1_800_000_000.0
 ISS = "https://issuer.example"
@@ -112,7 +112,7 @@ def _signer(kid: str, key_pem: bytes) -> SigningKey:
 def _rejected(verifier: TokenVerifier, token: str) -> Reject:
     with pytest.raises(Reject) as info:
         verifier.verify(token)
-    assert info.value.code is grpc.StatusCode.UNAUTHENTICATED
+    assert info.value.code is Code.UNAUTHENTICATED
     assert token not in info.value.message and token not in info.value.detail
     return info.value
 
@@ -564,7 +564,7 @@ class TestExtractToken:
         with pytest.raises(Reject) as info:
             extract_token([("authorization", "Bearer a.b.c"), ("authorization", "Bearer a.b.c")])
         assert info.value.reason is Reason.MULTIPLE_TOKENS
-        assert info.value.code is grpc.StatusCode.UNAUTHENTICATED
+        assert info.value.code is Code.UNAUTHENTICATED
 
     @pytest.mark.parametrize("value", ["Basic YWxpY2U6cHc=", "Bearer", "Bearer ", "Bearer    ",
                                        "Token abc", "abc.def.ghi", "Bearer a b",

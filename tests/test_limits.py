@@ -1,4 +1,4 @@
-"""Tests for proxy.limits and the `limits:` config (proxy.config_limits), with plain values:
+"""Tests for proxy.limits and the `limits:` config (proxy.config.limits), with plain values:
 each limit passes at exactly its value and fails one over; rates and concurrency with a
 fake clock and no network."""
 
@@ -12,9 +12,10 @@ import pytest
 
 from proxy.call import ExampleFacts, Facts, ModelTarget, Principal, TensorFacts
 from proxy.config import validate_config
-from proxy.config_limits import Limits
-from proxy.errors import ConfigError, Reason, Reject
-from proxy.limits import Counters, Lease, Limiter
+from proxy.config.limits import Limits
+from proxy.errors import Code, ConfigError, Reason, Reject
+from proxy.counters import Counters
+from proxy.limits import Lease, Limiter, LimitState
 
 MiB = 2**20
 ALICE = Principal(subject="alice", issuer="iss", has_token=True)
@@ -23,7 +24,7 @@ BOB = Principal(subject="bob", issuer="iss", has_token=True)
 
 def limiter(clock: list[float] | None = None, **limits: Any) -> Limiter:
     now = clock if clock is not None else [0.0]
-    return Limiter(Limits.model_validate(limits), clock=lambda: now[0])
+    return Limiter(Limits.model_validate(limits), LimitState(), clock=lambda: now[0])
 
 
 def target(model: str = "m", signature: str | None = "serving_default") -> ModelTarget:
@@ -79,10 +80,10 @@ class TestTensorLimits:
         lim = limiter(tensors={**big, key: value})
         lim.check(make(value))
         reject = refusal(lim, make(value + 1 if key != "max_string_tensor_bytes" else value + 2))
-        assert reject.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert reject.code is Code.RESOURCE_EXHAUSTED
         assert reject.reason is Reason.LIMIT_EXCEEDED
         assert reject.message.endswith(f"> max {value} ({key})")
-        assert lim.hits.snapshot() == {key: 1}
+        assert lim.state.hits.snapshot() == {key: 1}
 
     def test_message(self) -> None:
         """The issue's example message: input, value, max and limit name."""
@@ -98,7 +99,7 @@ class TestTensorLimits:
     def test_string_broadcast_refused_by_default(self) -> None:
         """§7: [1e5] × one 1 MiB string is refused by the defaults."""
         reject = refusal(limiter(), predict(_strings(10**5, MiB)))
-        assert reject.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert reject.code is Code.RESOURCE_EXHAUSTED
 
     def test_rank_254_refused_by_default(self) -> None:
         """A valid rank-254 tensor is still over max_dims."""
@@ -107,7 +108,7 @@ class TestTensorLimits:
     def test_dtype_not_allowed(self) -> None:
         """A dtype off the list is INVALID_ARGUMENT with its own reason."""
         reject = refusal(limiter(), predict(tensor(dtype=11, itemsize=1)))  # DT_QINT8
-        assert reject.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert reject.code is Code.INVALID_ARGUMENT
         assert reject.reason is Reason.INPUT_NOT_ALLOWED
         assert reject.message == 'input "x": dtype DT_QINT8 is not allowed (allowed_dtypes)'
 
@@ -124,7 +125,7 @@ class TestTensorLimits:
     def test_empty_tensor(self) -> None:
         """A 0 dim is refused unless allow_empty (CVE-2021-41209)."""
         reject = refusal(limiter(), predict(tensor((0, 3))))
-        assert reject.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert reject.code is Code.INVALID_ARGUMENT
         assert "empty tensor" in reject.message
         limiter(tensors={"allow_empty": True}).check(predict(tensor((0, 3))))
 
@@ -158,7 +159,7 @@ class TestExampleLimits:
         lim.check(Facts(targets=(target(),), examples=make(value)))
         over = make(value + (10 if key == "max_context_copy_bytes" else 1))
         reject = refusal(lim, Facts(targets=(target(),), examples=over))
-        assert reject.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert reject.code is Code.RESOURCE_EXHAUSTED
         assert reject.message.endswith(f"({key})") and f"max {value}" in reject.message
 
     def test_context_amplification_by_default(self) -> None:
@@ -281,7 +282,7 @@ class TestRate:
             lim.admit(ALICE, predict(), Lease())
         with pytest.raises(Reject) as info:
             lim.admit(ALICE, predict(), Lease())
-        assert (info.value.code, info.value.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED,
+        assert (info.value.code, info.value.reason) == (Code.RESOURCE_EXHAUSTED,
                                                         Reason.RATE_LIMITED)
         assert info.value.message == ("rate limit: more than 2 calls/s (burst 3) for this "
                                       "principal (rate)")
@@ -316,13 +317,13 @@ class TestRate:
         lim.admit(ALICE, predict(model="fast"), Lease())
         with pytest.raises(Reject, match=r"\(rate\)"):
             lim.admit(ALICE, predict(model="fast"), Lease())
-        assert lim.hits.snapshot() == {"models[0].rate": 1, "rate": 1}
+        assert lim.state.hits.snapshot() == {"models[0].rate": 1, "rate": 1}
 
     def test_size_refusal_takes_no_token(self) -> None:
-        """Size limits are checked before the rate."""
+        """A size refusal (admission checks sizes before the rate) costs no token."""
         lim = limiter(rate={"rate": 1, "burst": 1})
         with pytest.raises(Reject, match="max_elements"):
-            lim.admit(ALICE, predict(tensor((10**9,))), Lease())
+            lim.check(predict(tensor((10**9,))))
         lim.admit(ALICE, predict(), Lease())
 
     def test_full_buckets_are_forgotten(self) -> None:
@@ -332,7 +333,7 @@ class TestRate:
         for i in range(10_001):
             lim.admit(Principal(subject=f"p{i}", issuer="i", has_token=True), predict(), Lease())
             clock[0] += 0.001 if i < 10_000 else 10
-        assert len(lim._buckets) < 100
+        assert len(lim.state.buckets) < 100
 
 
 class TestConcurrency:
@@ -368,21 +369,22 @@ class TestConcurrency:
         lim = limiter()
         lease = Lease()
         lim.admit(ALICE, predict(), lease)
-        assert lim.in_flight() == (1, {ALICE.display(): 1})
+        assert lim.state.snapshot() == (1, {ALICE.display(): 1})
         lease.release()
         lease.release()
         Lease().release()
-        assert lim.in_flight() == (0, {})
+        assert lim.state.snapshot() == (0, {})
 
     def test_refused_call_holds_nothing(self) -> None:
         """A call refused by a size or rate limit takes no slot."""
         lim = limiter(rate={"rate": 1, "burst": 1})
         lease = Lease()
         lim.admit(ALICE, predict(), lease)
-        for facts in (predict(tensor((10**9,))), predict()):
-            with pytest.raises(Reject):
-                lim.admit(ALICE, facts, Lease())
-        assert lim.in_flight()[0] == 1
+        with pytest.raises(Reject):
+            lim.check(predict(tensor((10**9,))))
+        with pytest.raises(Reject):
+            lim.admit(ALICE, predict(), Lease())
+        assert lim.state.snapshot()[0] == 1
 
     def test_threads(self) -> None:
         """Concurrent admits never exceed the cap (counts only)."""

@@ -22,12 +22,13 @@ import pytest
 from google.protobuf.internal.encoder import _VarintBytes
 
 from proxy.config import validate_config
-from proxy.devpki import SigningKey, mint_claims, write_jwks
+from tfgate_dev.devpki import SigningKey, mint_claims, write_jwks
 from proxy.errors import Reason
 from proxy.pb import example_pb2, serving_pb2
 from proxy.pb.tensor_pb2 import TensorProto
 from proxy.server import RunningServer
-from proxy.state import build_state
+from proxy.runtime import Runtime
+from proxy.state import Shared, build_state
 
 ISSUER, AUDIENCE = "https://issuer.limits.test", "tfgate"
 SERVICE = "/tensorflow.serving.PredictionService/"
@@ -134,8 +135,8 @@ class Proxy:
         return [json.loads(line) for line in self.audit.read_text().splitlines()]
 
     @property
-    def limits(self) -> Any:
-        return self.server.gateway.state.limits
+    def shared(self) -> Shared:
+        return self.server.runtime.shared
 
 
 @pytest.fixture
@@ -151,8 +152,8 @@ def make_proxy(upstream: tuple[str, RecordingBackend], key: tuple[SigningKey, pa
         def make(clock: Callable[[], float] | None = None, **overrides: Any) -> Proxy:
             audit = tmp_path / f"audit-{next(made)}.log"
             cfg = validate_config(config(address, jwks, audit, **overrides))
-            state = build_state(cfg, clock) if clock else build_state(cfg)
-            server = RunningServer(cfg, state).start()
+            state = build_state(cfg, clock=clock) if clock else build_state(cfg)
+            server = RunningServer(cfg, Runtime(state)).start()
             stack.callback(server.stop, 0)
             channel = grpc.insecure_channel(server.address, options=[
                 ("grpc.max_send_message_length", -1)])
@@ -353,7 +354,7 @@ class TestCorpus:
         events = proxy.audit_events()
         assert [(e["decision"], e["reason"], e["status"]) for e in events] == [
             ("deny", reason.value, code.name)]
-        assert proxy.limits.outcomes.snapshot() == {reason.value: 1}
+        assert proxy.shared.outcomes.snapshot() == {reason.value: 1}
 
 
 class TestAccepted:
@@ -445,8 +446,8 @@ class TestRate:
         codes = _concurrently(8, lambda _: proxy.call("Predict", request)[0])
         assert sorted(c.name for c in codes) == ["OK"] * 3 + ["RESOURCE_EXHAUSTED"] * 5
         assert len(proxy.recorder.calls) == 3
-        assert proxy.limits.hits.snapshot() == {"rate": 5}
-        assert proxy.limits.outcomes.snapshot() == {"allowed": 3, "rate-limited": 5}
+        assert proxy.shared.limits.hits.snapshot() == {"rate": 5}
+        assert proxy.shared.outcomes.snapshot() == {"allowed": 3, "rate-limited": 5}
         assert proxy.call("Predict", request, subject="bob")[0] is grpc.StatusCode.OK
 
     def test_refill(self, make_proxy: Callable[..., Proxy]) -> None:
@@ -479,11 +480,11 @@ class TestConcurrency:
             assert proxy.recorder.entered.acquire(timeout=10)
             code, details = proxy.call("Predict", request, subject="carol")
             assert code is EXHAUSTED and "3 calls in flight (total)" in details
-            assert proxy.limits.in_flight()[0] == 3
+            assert proxy.shared.limits.snapshot()[0] == 3
             gate.set()
             assert [f.result()[0] for f in (*held, bob)] == [grpc.StatusCode.OK] * 3
-        assert proxy.limits.in_flight() == (0, {})
-        assert proxy.limits.hits.snapshot() == {"concurrency.per_principal": 1,
+        assert proxy.shared.limits.snapshot() == (0, {})
+        assert proxy.shared.limits.hits.snapshot() == {"concurrency.per_principal": 1,
                                                 "concurrency.total": 1}
         assert proxy.call("Predict", request)[0] is grpc.StatusCode.OK
         assert len(proxy.recorder.calls) == 4
@@ -494,7 +495,7 @@ class TestConcurrency:
         for _ in range(3):
             assert proxy.call("Predict", predict(tensor(FLOAT, [-1])))[0] is INVALID
             assert proxy.call("Predict", predict(tensor(FLOAT, [1])))[0] is grpc.StatusCode.OK
-        assert proxy.limits.in_flight() == (0, {})
+        assert proxy.shared.limits.snapshot() == (0, {})
 
 
 class TestDeadline:

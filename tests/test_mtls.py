@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from proxy.authn.mtls import ANONYMOUS, CertificateIdentities, principal_from_pem
 from proxy.call import Principal
-from proxy.devpki import DevPKI
+from tfgate_dev.devpki import DevPKI
 
 SPIFFE = "spiffe://example.org/ns/prod/sa/alice"
 _KEY = ec.generate_private_key(ec.SECP256R1())
@@ -91,33 +91,33 @@ class TestCertificateIdentities:
     def test_no_certificate(self) -> None:
         """Without a peer certificate the principal is anonymous."""
         identities = CertificateIdentities()
-        assert identities.principal({}) is ANONYMOUS
-        assert identities.principal({"x509_pem_cert": []}) is ANONYMOUS
+        assert identities.principal(None) is ANONYMOUS
+        assert identities.principal(b"") is ANONYMOUS
         assert not ANONYMOUS.has_certificate
 
     def test_reads_leaf(self, dev_pki: DevPKI) -> None:
-        """The principal comes from the x509_pem_cert entry of the auth context."""
+        """The principal comes from the leaf certificate the transport verified."""
         issued = dev_pki.client("bob", spiffe_id="spiffe://example.org/bob")
-        principal = CertificateIdentities().principal({"x509_pem_cert": [issued.cert_pem]})
+        principal = CertificateIdentities().principal(issued.cert_pem)
         assert principal.spiffe_id == "spiffe://example.org/bob"
 
     def test_cached(self, dev_pki: DevPKI, monkeypatch: pytest.MonkeyPatch) -> None:
         """A certificate seen before is not parsed again."""
         issued = dev_pki.client("carol")
         identities = CertificateIdentities()
-        first = identities.principal({"x509_pem_cert": [issued.cert_pem]})
+        first = identities.principal(issued.cert_pem)
         monkeypatch.setattr("proxy.authn.mtls.principal_from_pem",
                             lambda pem: pytest.fail("parsed again"))
-        assert identities.principal({"x509_pem_cert": [issued.cert_pem]}) is first
+        assert identities.principal(issued.cert_pem) is first
 
     def test_cache_bounded(self) -> None:
         """The cache never holds more than cache_size certificates and still answers correctly."""
         identities = CertificateIdentities(cache_size=2)
         pems = [_cert(cns=(f"client-{i}",)) for i in range(5)]
         for i, pem in enumerate(pems):
-            assert identities.principal({"x509_pem_cert": [pem]}).cn == f"client-{i}"
+            assert identities.principal(pem).cn == f"client-{i}"
             assert len(identities._cache) <= 2
-        assert identities.principal({"x509_pem_cert": [pems[0]]}).cn == "client-0"
+        assert identities.principal(pems[0]).cn == "client-0"
 
     def test_concurrent_misses(self) -> None:
         """Threads that miss the full cache at the same moment all get their principal."""
@@ -135,7 +135,7 @@ class TestCertificateIdentities:
 
         def present(pem: bytes, cn: str) -> None:
             try:
-                assert identities.principal({"x509_pem_cert": [pem]}).cn == cn
+                assert identities.principal(pem).cn == cn
             except BaseException as exc:  # noqa: BLE001 - every failure counts
                 errors.append(exc)
 

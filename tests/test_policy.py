@@ -7,9 +7,11 @@ from typing import Any
 import pytest
 
 from proxy import config
-from proxy.call import DEFAULT_SIGNATURE, ModelTarget, Principal
+from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget, Principal
 from proxy.errors import ConfigError, Reason
-from proxy.policy import Policy
+from proxy.families.serving import SERVING
+from proxy.policy import Decision, Policy
+from proxy.routing import MethodTable
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 CLASSIFY = "/tensorflow.serving.PredictionService/Classify"
@@ -28,8 +30,19 @@ BOTH = ALICE.merged(TOKEN_BOB)
 DEFAULT = ModelTarget("mnist", signature=DEFAULT_SIGNATURE)
 
 
-def _policy(*rules: dict[str, Any]) -> Policy:
-    return Policy(config.Policy.model_validate({"rules": list(rules)}))
+TABLE = MethodTable([SERVING])
+
+
+class _Policy(Policy):
+    """The policy, with calls described by their targets alone (the only facts it reads
+    for TF Serving methods)."""
+
+    def decide(self, principal: Principal, method: str, targets: Any) -> Decision:  # type: ignore[override]
+        return super().decide(principal, method, Facts(targets=tuple(targets)))
+
+
+def _policy(*rules: dict[str, Any]) -> _Policy:
+    return _Policy(config.Policy.model_validate({"rules": list(rules)}), TABLE)
 
 
 def _rule(principals: dict[str, Any] | None = None, **grant: Any) -> dict[str, Any]:
@@ -348,11 +361,8 @@ class TestReviewFindings:
     """Edge cases found in review of the rule compiler."""
 
     def _policy(self, **rule):
-        from proxy.config import Policy as PolicyConfig
-        from proxy.policy import Policy
-
         base = {"principals": {"cn": ["c"]}, "methods": ["Predict"], "models": ["m"]}
-        return Policy(PolicyConfig.model_validate({"rules": [{**base, **rule}]}))
+        return _policy({**base, **rule})
 
     def test_latest_keyword_does_not_match_a_label_named_latest(self):
         """`versions: [latest]` grants requests without a version, not the label "latest"."""

@@ -1,13 +1,23 @@
-"""Tests for proxy.routing: the method table, refused paths, and rule method patterns."""
+"""Tests for proxy.routing: the method table built from families, refused paths, rule
+method patterns, and the choice of upstream."""
 
 from __future__ import annotations
 
-import grpc
 import pytest
 
-from proxy.errors import Reason, Reject
+from proxy.call import Facts, ModelTarget
+from proxy.config import validate_config
+from proxy.errors import Code, Reason, Reject
+from proxy.families import Access, Kind, Method, family
+from proxy.families.serving import SERVING as SERVING_FAMILY
 from proxy.inspect import serving
-from proxy.routing import ALWAYS_DENIED, METHODS, Access, Kind, lookup, resolve_method_pattern
+from proxy.routing import MethodTable, UpstreamRouter
+
+TABLE = MethodTable([SERVING_FAMILY])
+METHODS = TABLE.methods
+ALWAYS_DENIED = TABLE.always_denied
+lookup = TABLE.lookup
+resolve_method_pattern = TABLE.resolve
 
 SERVING = "/tensorflow.serving.PredictionService/"
 MODEL = "/tensorflow.serving.ModelService/"
@@ -27,7 +37,7 @@ class TestMethodTable:
         ("/grpc.health.v1.Health/Watch", Access.INFRA, serving.health),
     ])
     def test_known_paths(self, path: str, access: Access, inspect: object) -> None:
-        """Every TF Serving path (tf-protocols.md §1.1) is known with its access and parser."""
+        """Every TF Serving path (docs/wire-facts.md) is known with its access and parser."""
         method = lookup(path)
         assert method.path == path and method.access is access and method.inspect is inspect
         assert method.name == path.rsplit("/", 1)[1]
@@ -61,7 +71,7 @@ class TestLookupRefusals:
         """Paths are matched exactly and case-sensitively; anything else is UNIMPLEMENTED."""
         with pytest.raises(Reject) as info:
             lookup(path)
-        assert info.value.code is grpc.StatusCode.UNIMPLEMENTED
+        assert info.value.code is Code.UNIMPLEMENTED
         assert info.value.reason is Reason.UNKNOWN_METHOD
 
     @pytest.mark.parametrize("path", [
@@ -76,7 +86,7 @@ class TestLookupRefusals:
         """The profiler and SessionService are PERMISSION_DENIED, whatever their method."""
         with pytest.raises(Reject) as info:
             lookup(path)
-        assert info.value.code is grpc.StatusCode.PERMISSION_DENIED
+        assert info.value.code is Code.PERMISSION_DENIED
         assert info.value.reason is Reason.METHOD_ALWAYS_DENIED
 
     def test_always_denied_never_in_table(self) -> None:
@@ -127,3 +137,50 @@ class TestResolveMethodPattern:
         """Patterns naming the profiler or SessionService are refused outright."""
         with pytest.raises(ValueError, match="always denied"):
             resolve_method_pattern(pattern)
+
+
+class TestFamilies:
+    def test_table_holds_only_enabled_families(self) -> None:
+        """A family's methods exist only in tables built with it; its always-denied
+        prefixes join the global ones."""
+        extra = family("extra", (Method("/x.Y/Z", Access.INFRA, Kind.UNARY_UNARY,
+                                         lambda data: Facts()),), always_denied=("/x.Bad/",))
+        assert "/x.Y/Z" not in TABLE.methods
+        table = MethodTable([SERVING_FAMILY, extra])
+        assert table.lookup("/x.Y/Z").family == "extra"
+        assert table.resolve("Z") == {"/x.Y/Z"}
+        with pytest.raises(Reject) as info:
+            table.lookup("/x.Bad/Anything")
+        assert info.value.reason is Reason.METHOD_ALWAYS_DENIED
+
+    def test_config_enables_families_by_upstream_kind(self, tmp_path) -> None:
+        """The table of a config is built from the kinds of its upstreams."""
+        cfg = validate_config({"listen": {"address": "127.0.0.1:0", "plaintext": True},
+                               "upstreams": {"a": {"address": "127.0.0.1:1"}}})
+        assert MethodTable.for_config(cfg).methods == METHODS
+
+
+class TestUpstreamRouter:
+    def config(self, **extra):
+        return validate_config({"listen": {"address": "127.0.0.1:0", "plaintext": True},
+                                "upstreams": {"a": {"address": "127.0.0.1:1"},
+                                              "b": {"address": "127.0.0.1:2"}}, **extra})
+
+    def predict(self, model: str) -> tuple[Method, Facts]:
+        return lookup(SERVING + "Predict"), Facts(targets=(ModelTarget(model),))
+
+    def test_first_matching_route_then_default(self) -> None:
+        """Routes are tried in order by model glob; unmatched models go to the default."""
+        router = UpstreamRouter(self.config(routes=[{"models": ["fraud-*"], "upstream": "b"}],
+                                            default_upstream="a"))
+        assert router.upstream_for(*self.predict("fraud-x")) == "b"
+        assert router.upstream_for(*self.predict("other")) == "a"
+        health = lookup("/grpc.health.v1.Health/Check")
+        assert router.upstream_for(health, Facts()) == "a"
+
+    def test_no_default_refuses(self) -> None:
+        """With several upstreams and no default, an unrouted call has no upstream."""
+        router = UpstreamRouter(self.config(routes=[{"models": ["x"], "upstream": "b"}]))
+        with pytest.raises(Reject) as info:
+            router.upstream_for(*self.predict("y"))
+        assert info.value.reason is Reason.NO_UPSTREAM and info.value.code is Code.NOT_FOUND

@@ -11,7 +11,7 @@ from google.protobuf.internal.encoder import _VarintBytes
 
 from proxy.call import TensorFacts
 from proxy.dtypes import DTYPES, name_of
-from proxy.errors import Reason, Reject
+from proxy.errors import Code, Reason, Reject
 from proxy.inspect import examples, serving, tensors
 from proxy.pb import example_pb2, serving_pb2
 from proxy.pb.tensor_pb2 import TensorProto
@@ -42,7 +42,7 @@ def facts(t: TensorProto | bytes, name: str = "x") -> TensorFacts:
 def refused(t: TensorProto | bytes, name: str = "x") -> str:
     with pytest.raises(Reject) as info:
         tensors.inspect_tensor(name, wire(t))
-    assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.code is Code.INVALID_ARGUMENT
     assert info.value.reason is Reason.MALFORMED_REQUEST
     return info.value.message
 
@@ -386,7 +386,7 @@ class TestExamples:
         """A missing or empty input is refused, as the server does ("Input is empty")."""
         with pytest.raises(Reject) as info:
             examples.inspect_input(value)
-        assert (info.value.code, info.value.message) == (grpc.StatusCode.INVALID_ARGUMENT,
+        assert (info.value.code, info.value.message) == (Code.INVALID_ARGUMENT,
                                                          "input is empty")
 
     def test_facts(self) -> None:
@@ -427,7 +427,7 @@ class TestExamples:
         value = example_pb2.Input.FromString(b"\x0a" + _VarintBytes(len(data)) + data)
         with pytest.raises(Reject) as info:
             examples.inspect_input(value)
-        assert info.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert info.value.code is Code.RESOURCE_EXHAUSTED
         assert f"{examples.MAX_EXAMPLES + 1} examples" in info.value.message
 
     def test_unknown_field(self) -> None:

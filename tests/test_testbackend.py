@@ -1,4 +1,4 @@
-"""The TensorFlow Serving stand-in (proxy.testbackend), driven with the real serving stubs."""
+"""The TensorFlow Serving stand-in (tfgate_dev.testbackend), driven with the real serving stubs."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from tensorflow_serving.apis import (  # noqa: E402
     regression_pb2,
 )
 
-from proxy.testbackend import BackendProcess, start_backend  # noqa: E402
+from tfgate_dev.testbackend import BackendProcess, start_backend  # noqa: E402
 
 PREDICT_PATH = "/tensorflow.serving.PredictionService/Predict"
 
@@ -88,8 +88,8 @@ def y(response, alias="y") -> list[float]:
 
 class TestImport:
     def test_package_import_does_not_load_tensorflow(self):
-        """Importing proxy.testbackend leaves TensorFlow unloaded."""
-        code = "import proxy.testbackend, sys; assert 'tensorflow' not in sys.modules"
+        """Importing tfgate_dev.testbackend leaves TensorFlow unloaded."""
+        code = "import tfgate_dev.testbackend, sys; assert 'tensorflow' not in sys.modules"
         subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from proxy.errors import Reject
+from proxy.errors import Code, Reject
 from proxy.inspect import serving
 from proxy.inspect.wire import MAX_FIELDS, check_field_count
 from proxy.pb import serving_pb2
@@ -24,7 +24,7 @@ class TestFieldCount:
         """32 MiB of empty `inputs` entries is refused as too many fields."""
         with pytest.raises(Reject) as info:
             serving.predict(predict_with_inputs(16 * 1024 * 1024))
-        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert info.value.code == Code.RESOURCE_EXHAUSTED
         assert f"more than {MAX_FIELDS} protobuf fields" in info.value.message
 
     def test_limit_is_exact(self):
@@ -54,4 +54,4 @@ class TestFieldCount:
         """Bytes that are not protobuf are refused as malformed while counting."""
         with pytest.raises(Reject) as info:
             check_field_count(data, serving_pb2.PredictRequest.DESCRIPTOR, limit=10)
-        assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.code == Code.INVALID_ARGUMENT

@@ -50,7 +50,7 @@ class TestPlan:
 
 
 def _config(tmp_path: pathlib.Path, address: str) -> pathlib.Path:
-    from proxy.devpki import SigningKey, write_jwks
+    from tfgate_dev.devpki import SigningKey, write_jwks
     jwks = write_jwks(tmp_path / "jwks.json", [SigningKey.generate("k")])
     path = tmp_path / "tfgate.yaml"
     path.write_text(yaml.safe_dump({

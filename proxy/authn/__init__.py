@@ -17,10 +17,10 @@ class Authenticator:
         self._certificates = certificates
         self._tokens = tokens
 
-    def authenticate(
-        self, auth_context: dict[str, list[bytes]], metadata: Sequence[tuple[str, str | bytes]]
-    ) -> Principal:
-        principal = self._certificates.principal(auth_context)
+    def authenticate(self, certificate: bytes | None,
+                     metadata: Sequence[tuple[str, str | bytes]]) -> Principal:
+        """`certificate`: the peer's verified leaf (PEM) as the transport saw it, or None."""
+        principal = self._certificates.principal(certificate)
         token = extract_token(metadata)
         if token is not None:
             if self._tokens is None:

@@ -41,11 +41,10 @@ class CertificateIdentities:
         self._cache_size = cache_size
         self._lock = threading.Lock()  # server threads share the cache; lookups need none
 
-    def principal(self, auth_context: dict[str, list[bytes]]) -> Principal:
-        pems = auth_context.get("x509_pem_cert")
-        if not pems:
+    def principal(self, pem: bytes | None) -> Principal:
+        """The identity of the peer's verified leaf certificate (PEM), if it sent one."""
+        if not pem:
             return ANONYMOUS
-        pem = pems[0]
         found = self._cache.get(pem)
         if found is None:
             found = principal_from_pem(pem)

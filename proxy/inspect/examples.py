@@ -24,7 +24,6 @@ left alone (the model's parser ignores them) but their bytes count in every size
 
 from __future__ import annotations
 
-import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from proxy.call import ExampleFacts
@@ -76,7 +75,7 @@ def inspect_input(value: Input | None) -> ExampleFacts:
     if count == 0:
         raise malformed("input is empty")
     if count > MAX_EXAMPLES:
-        raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.LIMIT_EXCEEDED,
+        raise Reject(Reason.LIMIT_EXCEEDED,
                      f"input: {count} examples > max {MAX_EXAMPLES} (hard limit)")
     context_bytes = context_features = 0
     if kind == "example_list_with_context" and examples_list.HasField("context"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-import grpc
 from google.protobuf import message as _message
 from google.protobuf import unknown_fields
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -62,7 +61,7 @@ def check_field_count(data: bytes, descriptor: Descriptor, limit: int = MAX_FIEL
             key, pos = _varint(data, pos, end)
             count += 1
             if count > limit:
-                raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.LIMIT_EXCEEDED,
+                raise Reject(Reason.LIMIT_EXCEEDED,
                              f"request has more than {limit} protobuf fields")
             wire_type = key & 7
             if wire_type == 0:

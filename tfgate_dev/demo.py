@@ -1,7 +1,7 @@
 """`tfgate demo`: tfgate in front of a real TensorFlow model, allowed and refused calls.
 
 In a temporary directory it makes a throwaway PKI and JWT signing key, starts the
-TF-backed ModelServer stand-in (`proxy.testbackend`, loopback only, recording every
+TF-backed ModelServer stand-in (`tfgate_dev.testbackend`, loopback only, recording every
 request it receives) and tfgate itself as a subprocess (`tfgate serve`) with the policy in
 `DEMO_CONFIG`. Then each step makes one call with the real tensorflow-serving-api client
 and checks that the outcome is the one it announces, including, for refusals, that the
@@ -30,7 +30,7 @@ from typing import Any
 
 import grpc
 
-from proxy.devpki import DevPKI, SigningKey, mint_claims, write_jwks
+from tfgate_dev.devpki import DevPKI, SigningKey, mint_claims, write_jwks
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ISSUER, AUDIENCE = "https://issuer.demo.tfgate", "tfgate-demo"
@@ -363,7 +363,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 def _run(keep: bool) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from proxy.testbackend import start_backend
+    from tfgate_dev.testbackend import start_backend
 
     with contextlib.ExitStack() as stack:
         root = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tfgate-demo-")))

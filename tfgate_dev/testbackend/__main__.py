@@ -1,4 +1,4 @@
-"""``python -m proxy.testbackend``: run the TensorFlow Serving stand-in (see the package docstring)."""
+"""``python -m tfgate_dev.testbackend``: run the TensorFlow Serving stand-in (see the package docstring)."""
 
 import os
 import sys

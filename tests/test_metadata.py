@@ -1,9 +1,10 @@
-"""Unit tests of metadata hygiene: what client metadata may reach the upstream."""
+"""Tests for proxy.metadata: what client metadata may reach the upstream."""
 
 from __future__ import annotations
 
 from proxy.config import Identity
-from proxy.forward import MetadataFilter, header_safe, relayable
+from proxy.call import Principal
+from proxy.metadata import MetadataFilter, relayable
 
 
 class TestMetadataFilter:
@@ -23,11 +24,15 @@ class TestMetadataFilter:
                                       ("x-internal", "1")], "spiffe://a/b")
         assert kept == (("x-principal", "spiffe://a/b"),)
 
-    def test_unicode_identity_is_percent_encoded(self):
-        """A unicode CN or sub cannot break the ASCII metadata value."""
-        assert header_safe("cn:Zoë") == "cn:Zo%C3%AB"
-        assert header_safe("spiffe://td/ns/a b") == "spiffe://td/ns/a b"
-        assert header_safe("100%") == "100%25"
+    def test_principal_rendering_is_sent_as_is(self):
+        """The principal's one rendering (percent-encoded, printable ASCII) is the value:
+        a unicode CN cannot break the ASCII metadata value, and nothing is escaped twice."""
+        flt = MetadataFilter(Identity(forward_metadata_key="x-principal"))
+        for cn, rendered in [("Zoë", "cn:Zo%C3%AB"), ("John Doe", "cn:John%20Doe"),
+                             ("100%", "cn:100%25"), ("a\nb", "cn:a%0Ab")]:
+            shown = Principal(cn=cn, has_certificate=True).display()
+            assert shown == rendered and shown.isascii() and shown.isprintable()
+            assert flt.upstream_metadata([], shown) == (("x-principal", rendered),)
 
     def test_relayable_drops_reserved_keys(self):
         """Upstream metadata keys that gRPC reserves are not relayed."""

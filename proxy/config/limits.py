@@ -1,4 +1,4 @@
-"""The `limits:` section of the configuration (kept apart so config.py stays readable).
+"""`limits:` input sizes, rates, concurrency and deadlines (limit stage).
 
 Every default is chosen so that an unconfigured tfgate keeps a production ModelServer safe:
 no request can make it allocate more than about 64 MiB per call for its inputs, whatever
@@ -8,20 +8,15 @@ the request says its shape is. docs/limits.md explains each choice; `limits.py` 
 from __future__ import annotations
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from proxy.config.base import GRPC_MAX_MESSAGE as _GRPC_MAX
+from proxy.config.base import MiB, Section
 from proxy.dtypes import BY_NAME, DEFAULT_ALLOWED, NEVER_ALLOWED
 from proxy.inspect.examples import MAX_EXAMPLES
 
-MiB = 1024 * 1024
-_GRPC_MAX = 2**31 - 1  # ModelServer's own gRPC message ceiling; nothing decodes past it
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class TensorLimits(_Section):
+class TensorLimits(Section):
     """Predict inputs, sized from shape × dtype as ModelServer will allocate them
     (a short value list is repeated to fill the shape), never from the bytes sent."""
 
@@ -68,7 +63,7 @@ class TensorLimits(_Section):
         return value
 
 
-class ExampleLimits(_Section):
+class ExampleLimits(Section):
     """Classify, Regress and MultiInference inputs (tf.Example lists)."""
 
     max_examples: int = Field(
@@ -88,14 +83,14 @@ class ExampleLimits(_Section):
         "server builds: 24 × examples + all examples + examples × context.")
 
 
-class RateLimit(_Section):
+class RateLimit(Section):
     """A token bucket per principal: `burst` calls at once, refilled at `rate` per second."""
 
     rate: float = Field(gt=0, description="Sustained calls per second per principal.")
     burst: int = Field(ge=1, description="Calls a principal may make at once after being idle.")
 
 
-class Concurrency(_Section):
+class Concurrency(Section):
     """Calls in flight. Excess calls fail at once with RESOURCE_EXHAUSTED; none wait."""
 
     per_principal: int | None = Field(
@@ -106,7 +101,7 @@ class Concurrency(_Section):
         "(gRPC itself refuses calls beyond it).")
 
 
-class Deadline(_Section):
+class Deadline(Section):
     """Deadlines of unary calls (every TF Serving method). Streams (Health/Watch) keep
     the client's deadline: they are long-lived by design and bounded by `concurrency`."""
 
@@ -123,7 +118,7 @@ class Deadline(_Section):
         return self
 
 
-class ModelLimits(_Section):
+class ModelLimits(Section):
     """Overrides for some models (and signatures). The first entry whose `models` and
     `signatures` match a request's model applies; keys it gives replace the global ones,
     keys it omits keep them. For MultiInference every task's entry must pass."""
@@ -145,7 +140,7 @@ class ModelLimits(_Section):
         return self
 
 
-class Limits(_Section):
+class Limits(Section):
     """Input size limits, rate and concurrency limits, deadlines. Size refusals are
     RESOURCE_EXHAUSTED, a dtype not allowed is INVALID_ARGUMENT; all are audited."""
 

@@ -10,7 +10,7 @@ generated is ever committed (``.gitignore`` ignores ``*.key``, ``*.pem`` and ``c
 * :class:`SigningKey` - an ES256 / RS256 / EdDSA key that mints JWTs and exports its JWK.
 * :func:`write_jwks`, :func:`mint_claims` - JWKS files and standard claim sets.
 
-CLI: ``python -m proxy.devpki OUTDIR [--client NAME[=SPIFFE_ID]]... [--jwt-issuer URL]``.
+CLI: ``python -m tfgate_dev.devpki OUTDIR [--client NAME[=SPIFFE_ID]]... [--jwt-issuer URL]``.
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def _client_spec(value: str) -> tuple[str, str | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m proxy.devpki", description="Make a throwaway dev PKI.")
+    parser = argparse.ArgumentParser(prog="python -m tfgate_dev.devpki", description="Make a throwaway dev PKI.")
     parser.add_argument("outdir", type=Path, help="directory to write into (created if missing)")
     parser.add_argument("--client", action="append", default=[], type=_client_spec, metavar="NAME[=SPIFFE_ID]",
                         help="issue a client certificate (repeatable)")

@@ -5,7 +5,7 @@ SavedModels (built at start-up in a temporary directory, loaded with ``tf.saved_
 through the real ``tensorflow_serving.apis`` messages, answering like ModelServer does.
 It runs only as a subprocess; importing this package does NOT import TensorFlow.
 
-    python -m proxy.testbackend --listen 127.0.0.1:0 [--record FILE] [--ready-file FILE]
+    python -m tfgate_dev.testbackend --listen 127.0.0.1:0 [--record FILE] [--ready-file FILE]
 
 ``--listen`` takes ``host:port`` (port 0 picks a free one) or ``unix:/path``. Once serving it
 prints one line ``READY <bound address>`` and writes the same address to ``--ready-file``.
@@ -123,7 +123,7 @@ class BackendProcess:
 
 def start_backend(listen: str = "127.0.0.1:0", record: str | os.PathLike | bool | None = None,
                   env: dict[str, str] | None = None, timeout: float = 120.0) -> BackendProcess:
-    """Start ``python -m proxy.testbackend`` and wait until it serves.
+    """Start ``python -m tfgate_dev.testbackend`` and wait until it serves.
 
     ``record``: a file path, True for a temporary file (removed by ``stop()``), or None.
     ``env``: extra environment variables, applied over ``os.environ``.
@@ -140,7 +140,7 @@ def start_backend(listen: str = "127.0.0.1:0", record: str | os.PathLike | bool 
     child_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     child_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(_REPO_ROOT), child_env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "proxy.testbackend", "--listen", listen, "--exit-on-stdin-eof"]
+    cmd = [sys.executable, "-m", "tfgate_dev.testbackend", "--listen", listen, "--exit-on-stdin-eof"]
     if record_path is not None:
         cmd += ["--record", str(record_path)]
     stderr_file = tempfile.TemporaryFile(prefix="tfgate-backend-stderr-")

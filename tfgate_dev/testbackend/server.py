@@ -3,9 +3,9 @@
 Handlers are registered per method with a request deserializer that keeps the exact bytes
 received next to the parsed message, so the recorder can log them before anything else runs.
 Every call then goes: record -> hooks (sleep, fail) -> servicer -> success metadata.
-See the package docstring (``proxy/testbackend/__init__.py``) for the CLI and the hooks.
+See the package docstring (``tfgate_dev/testbackend/__init__.py``) for the CLI and the hooks.
 
-This module imports TensorFlow: run it only as ``python -m proxy.testbackend``.
+This module imports TensorFlow: run it only as ``python -m tfgate_dev.testbackend``.
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def _stop_on_eof(stop: threading.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m proxy.testbackend",
+    parser = argparse.ArgumentParser(prog="python -m tfgate_dev.testbackend",
                                      description="TensorFlow Serving stand-in for tfgate tests")
     parser.add_argument("--listen", required=True,
                         help="host:port (port 0 picks a free port) or unix:/path")

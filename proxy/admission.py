@@ -1,0 +1,92 @@
+"""Admission: every check a call must pass before it may be forwarded, for any front.
+
+    start:   authenticate → route → authorize the method
+    inspect: parse a request message into Facts → authorize them → size limits
+    admit:   concurrency and rate → upstream → upstream metadata and timeout
+
+No transport here (no grpc import): a front (the gRPC server, the REST listener) hands
+over a `Request`, what it knew when the call began, then the request messages, and gets
+`Admitted` back or a `Reject`. A unary call runs start → inspect → admit; a client
+stream runs start → admit, then inspect once per message before that message may go on.
+The method is authorized before any body is parsed, so a caller no rule lets call it
+never costs a parse. `decide` is the same decision without credentials or a body, for
+`tfgate explain` (and a shadow policy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from proxy.call import Call, Facts, Principal
+from proxy.errors import Reject
+from proxy.families import Kind, Method
+from proxy.limits import Lease
+from proxy.metadata import Metadata
+from proxy.policy import Decision
+from proxy.state import State
+
+NO_FACTS = Facts()
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a front knows when a call begins, before any message."""
+
+    method: str                       # the gRPC method path (REST: its gRPC equivalent)
+    metadata: Metadata                # client metadata / HTTP headers, lowercase keys
+    certificate: bytes | None = None  # the peer's verified leaf certificate (PEM)
+    deadline_s: float | None = None   # time left on the client's deadline; None: none
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A call that passed every check: where it goes and with what metadata."""
+
+    upstream: str
+    metadata: Metadata
+    timeout: float | None
+
+
+def start(state: State, call: Call, request: Request) -> Method:
+    call.principal = state.authenticator.authenticate(request.certificate, request.metadata)
+    method = state.methods.lookup(request.method)
+    _authorize(state, call, method, NO_FACTS)
+    return method
+
+
+def inspect(state: State, call: Call, method: Method, message: bytes) -> Facts:
+    facts = method.inspect(message)
+    if not method.kind.client_streams:
+        call.facts = facts
+    _authorize(state, call, method, facts)
+    state.limits.check(facts)
+    return facts
+
+
+def admit(state: State, call: Call, method: Method, facts: Facts, lease: Lease,
+          request: Request) -> Admitted:
+    """`lease` receives the concurrency slot; the front releases it when the call ends."""
+    assert call.principal is not None  # start() ran
+    state.limits.admit(call.principal, facts, lease)
+    upstream = state.router.upstream_for(method, facts)
+    call.upstream = upstream
+    timeout = state.limits.timeout(request.deadline_s, unary=method.kind is Kind.UNARY_UNARY)
+    return Admitted(upstream, state.metadata.upstream_metadata(
+        request.metadata, call.principal.display()), timeout)
+
+
+def decide(state: State, principal: Principal, path: str, facts: Facts) -> Decision:
+    """The decision for a described call: route, then policy (no credentials, no body)."""
+    try:
+        method = state.methods.lookup(path)
+    except Reject as refused:
+        return Decision(False, refused.reason, None, refused.message)
+    return state.policy.decide(principal, method.path, facts)
+
+
+def _authorize(state: State, call: Call, method: Method, facts: Facts) -> None:
+    decision = state.policy.decide(call.principal, method.path, facts)  # type: ignore[arg-type]
+    call.rule = decision.rule
+    if not decision.allowed:
+        raise Reject(decision.reason, decision.message)
+

@@ -1,0 +1,32 @@
+"""`audit:` and `server:`: where audit events go and how the process serves."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pydantic
+from pydantic import Field, ValidationInfo
+
+from proxy.config.base import Section
+
+
+class Audit(Section):
+    """One JSON event per call."""
+
+    output: str = Field("stderr", description="`stdout`, `stderr`, or a file path to append to.")
+
+    @pydantic.field_validator("output")
+    @classmethod
+    def _beside_config(cls, value: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base_dir")
+        if value in ("stdout", "stderr") or base is None:
+            return value
+        return str(pathlib.Path(base) / value)
+
+
+class Server(Section):
+    """Process model."""
+
+    threads: int = Field(64, ge=1, le=4096, description="Calls handled at once per process; "
+                         "size it to peak in-flight calls (rps x model latency).")
+    grace_s: float = Field(5.0, ge=0, description="Drain time on SIGTERM before cancelling calls.")

@@ -1,0 +1,42 @@
+"""TF Serving's ModelServer: PredictionService, ModelService and gRPC health
+(docs/wire-facts.md, "TF Serving gRPC API"). Every Serving method is unary; Health/Watch
+streams its answers."""
+
+from __future__ import annotations
+
+from proxy.call import Facts
+from proxy.families import Access, Family, Kind, Method, family
+from proxy.inspect import serving
+
+_PREDICTION = "/tensorflow.serving.PredictionService/"
+_MODEL = "/tensorflow.serving.ModelService/"
+_HEALTH = "/grpc.health.v1.Health/"
+_EAGER = "/tensorflow.eager.EagerService/"
+
+
+def _eager_stream(data: bytes) -> Facts:
+    """StreamingEnqueue messages are not inspected yet: op inspection of eager requests
+    belongs to the distributed-runtime family, which will take this method over. Until
+    then it is ADMIN, so it is refused unless a rule names its full path, and such a
+    rule grants every op it carries (the benchmark uses it to measure streaming)."""
+    return Facts()
+
+
+SERVING: Family = family("serving", (
+    Method(_PREDICTION + "Predict", Access.DATA, Kind.UNARY_UNARY, serving.predict),
+    Method(_PREDICTION + "Classify", Access.DATA, Kind.UNARY_UNARY, serving.classify),
+    Method(_PREDICTION + "Regress", Access.DATA, Kind.UNARY_UNARY, serving.regress),
+    Method(_PREDICTION + "MultiInference", Access.DATA, Kind.UNARY_UNARY,
+           serving.multi_inference),
+    Method(_PREDICTION + "GetModelMetadata", Access.METADATA, Kind.UNARY_UNARY,
+           serving.metadata),
+    Method(_MODEL + "GetModelStatus", Access.METADATA, Kind.UNARY_UNARY, serving.status),
+    Method(_MODEL + "HandleReloadConfigRequest", Access.ADMIN, Kind.UNARY_UNARY,
+           serving.reload),
+    Method(_HEALTH + "Check", Access.INFRA, Kind.UNARY_UNARY, serving.health),
+    Method(_HEALTH + "Watch", Access.INFRA, Kind.UNARY_STREAM, serving.health),
+    Method(_EAGER + "StreamingEnqueue", Access.ADMIN, Kind.STREAM_STREAM, _eager_stream),
+), always_denied=(
+    # SessionService runs arbitrary graph tensors past signatures (docs/wire-facts.md).
+    "/tensorflow.serving.SessionService/",
+))
