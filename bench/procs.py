@@ -125,4 +125,4 @@ class CpuMeter:
         return self
 
     def stop(self) -> list[float]:
-        return [s.cpu_s() - t0 for s, t0 in zip(self._services, self._start)]
+        return [s.cpu_s() - t0 for s, t0 in zip(self._services, self._start, strict=True)]

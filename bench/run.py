@@ -337,7 +337,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     backend_argv = ["-m", "bench.backend"]
 
-    where = (lambda cpu: "unpinned" if cpu is None else f"on CPU {cpu}")
+    def where(cpu: int | None) -> str:
+        return "unpinned" if cpu is None else f"on CPU {cpu}"
+
     log(f"layout {layout}: direct phase (backend {where(proxy_cpu)})")
     backend = Service("backend-direct", backend_argv, out, cpu=proxy_cpu)
     try:
@@ -386,7 +388,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         backend.stop()
     audit_lines = sum(1 for _ in env.audit.open()) if env.audit.exists() else 0
 
-    for key, sides in bench.scenarios.items():
+    for sides in bench.scenarios.values():
         d, p = sides.get("direct"), sides.get("proxy")
         if d and p:
             sides["ratio"] = _ratios(d, p)

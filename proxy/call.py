@@ -5,8 +5,8 @@ here knows the transport: the gRPC and REST fronts both fill in the same record.
 from __future__ import annotations
 
 import dataclasses
-import urllib.parse
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 from proxy.errors import Code, Reason

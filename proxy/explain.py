@@ -13,6 +13,7 @@ from proxy.config import Config
 from proxy.errors import ConfigError
 from proxy.families import Access
 from proxy.policy import Decision
+from proxy.routing import MethodTable
 from proxy.state import build_state
 
 
@@ -37,7 +38,7 @@ def explain(cfg: Config, args: argparse.Namespace) -> tuple[Decision, str]:
     return decision, _render(decision, path, principal, facts)
 
 
-def _method_path(methods, pattern: str) -> str:
+def _method_path(methods: MethodTable, pattern: str) -> str:
     """A method name, full path or glob naming exactly one known method; a path tfgate
     does not know is explained as the data path would answer it."""
     if pattern.startswith("/") and pattern not in methods.methods:

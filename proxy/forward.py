@@ -2,15 +2,16 @@
 
 Channels are long-lived and shared by all calls of a config. Requests and responses are
 raw bytes (no serializers), so what the client sent is what the upstream receives.
-Which client metadata goes along is `metadata.py`'s decision. The client's deadline becomes the upstream call's
-timeout, and a client cancellation cancels the upstream call. Upstream status, details,
-initial and trailing metadata come back as they were.
+Which client metadata goes along is `metadata.py`'s decision. The client's deadline
+becomes the upstream call's timeout, and a client cancellation cancels the upstream call.
+Upstream status, details, initial and trailing metadata come back as they were.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 
@@ -18,6 +19,7 @@ from proxy import config
 from proxy.errors import Code, Reason, Reject
 from proxy.families import Method
 from proxy.metadata import Metadata, relayable
+
 
 def _channel(cfg: config.Upstream) -> grpc.Channel:
     options = [
@@ -46,9 +48,9 @@ class Upstream:
     def __init__(self, name: str, cfg: config.Upstream) -> None:
         self.name = name
         self._channel = _channel(cfg)
-        self._callables: dict[str, Callable] = {}
+        self._callables: dict[str, Any] = {}
 
-    def callable(self, method: Method) -> Callable:
+    def callable(self, method: Method) -> Any:
         found = self._callables.get(method.path)
         if found is None:
             found = getattr(self._channel, method.kind.value)(method.path)
@@ -60,7 +62,7 @@ class Upstream:
 
 
 def _relay_error(context: grpc.ServicerContext, err: grpc.RpcError) -> Reject:
-    call: grpc.Call = err  # type: ignore[assignment]
+    call: grpc.Call = err
     context.set_trailing_metadata(relayable(call.trailing_metadata()))
     code, details = call.code(), call.details() or ""
     if code is grpc.StatusCode.UNAVAILABLE:

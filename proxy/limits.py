@@ -16,10 +16,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from proxy.call import ExampleFacts, Facts, ModelTarget, Principal, TensorFacts
-from proxy.counters import Counters
 from proxy.config.limits import ExampleLimits, Limits, RateLimit, TensorLimits
+from proxy.counters import Counters
 from proxy.dtypes import BY_NAME, name_of
 from proxy.errors import Reason, Reject
 from proxy.globs import compile_globs
@@ -143,6 +144,9 @@ def check_sizes(caps: Caps, facts: Facts) -> None:
         check_examples(caps, facts.examples)
 
 
+_Section = TypeVar("_Section", TensorLimits, ExampleLimits)
+
+
 class Lease:
     """Concurrency slots held by one call; the front releases it when the call ends."""
 
@@ -158,8 +162,7 @@ class Lease:
             held.release(self._key)
 
 
-def _merge(base: TensorLimits | ExampleLimits, override: TensorLimits | ExampleLimits | None
-           ) -> TensorLimits | ExampleLimits:
+def _merge(base: _Section, override: _Section | None) -> _Section:
     if override is None or not override.model_fields_set:
         return base
     return base.model_copy(update={k: getattr(override, k) for k in override.model_fields_set})
@@ -228,9 +231,10 @@ class Limiter:
         all_caps = self._all_caps(facts)
         who = principal.display()
         buckets = [("", self._cfg.rate)] if self._cfg.rate else []
-        buckets += [(c.rate_key, c.rate) for c in all_caps if c.rate_key]
+        buckets += [(c.rate_key, c.rate) for c in all_caps if c.rate_key and c.rate]
         per_principal, total = self._cfg.concurrency.per_principal, self._cfg.concurrency.total
         shared = self.state
+        refused: Reject | None
         with shared.lock:
             held = shared.in_flight.get(who, 0)
             if total is not None and shared.total >= total:
@@ -241,7 +245,7 @@ class Limiter:
                                        f"concurrency limit: {per_principal} calls in flight "
                                        "for this principal (per_principal)")
             else:
-                refused = self._take_tokens(who, buckets)  # type: ignore[arg-type]
+                refused = self._take_tokens(who, buckets)
             if refused is None:
                 shared.in_flight[who] = held + 1
                 shared.total += 1
@@ -270,10 +274,10 @@ class Limiter:
                                     f"rate limit: more than {rate.rate:g} calls/s (burst "
                                     f"{rate.burst}) for this principal ({limit})")
             states.append(((key, who), tokens))
-        buckets = self.state.buckets
+        held = self.state.buckets
         for bucket_key, tokens in states:
-            buckets[bucket_key] = [tokens - 1.0, now]
-        if len(buckets) > self.state.prune_at:
+            held[bucket_key] = [tokens - 1.0, now]
+        if len(held) > self.state.prune_at:
             self._prune(now)
         return None
 

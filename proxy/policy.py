@@ -177,7 +177,7 @@ class Policy:
         used = []
         for target in targets:
             failures = [r.failed_target_check(target) for r in granting]
-            winner = next((r for r, f in zip(granting, failures) if f is None), None)
+            winner = next((r for r, f in zip(granting, failures, strict=True) if f is None), None)
             if winner is None:
                 worst = max(failures, key=_RANK.index)  # type: ignore[arg-type]
                 return self._deny(worst, method, target)  # type: ignore[arg-type]

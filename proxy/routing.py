@@ -97,7 +97,7 @@ class UpstreamRouter:
         for kind in dict.fromkeys(kinds.values()):
             names = [n for n, k in kinds.items() if k == kind]
             if cfg.default_upstream in names:
-                self._defaults[kind] = cfg.default_upstream  # type: ignore[assignment]
+                self._defaults[kind] = names[names.index(cfg.default_upstream)]
             elif len(names) == 1:
                 self._defaults[kind] = names[0]
 

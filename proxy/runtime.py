@@ -14,7 +14,7 @@ import threading
 import grpc
 
 from proxy import config
-from proxy.state import Shared, State, build_state
+from proxy.state import State, build_state
 from proxy.tls import server_credentials
 
 

@@ -12,7 +12,7 @@ bytes in and out (no (de)serializers), one cached handler per known method path.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -53,7 +53,7 @@ class Gateway(grpc.GenericRpcHandler):
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        path: str = details.method  # type: ignore[attr-defined]
+        path: str = details.method
         handler = self._handlers.get(path)
         if handler is None:
             method = self.runtime.state.methods.methods.get(path)
@@ -63,13 +63,13 @@ class Gateway(grpc.GenericRpcHandler):
         return handler
 
     def _handler(self, kind: Kind, path: str) -> grpc.RpcMethodHandler:
-        def unary_unary(request: bytes, context: grpc.ServicerContext) -> bytes:
+        def unary_unary(request: bytes, context: grpc.ServicerContext) -> bytes | None:
             return self._unary(path, request, context)
 
         def unary_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
             return self._server_stream(path, request, context)
 
-        def stream_unary(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        def stream_unary(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes | None:
             return self._client_stream(path, requests, context)
 
         def stream_stream(requests: Iterator[bytes],
@@ -100,14 +100,14 @@ class Gateway(grpc.GenericRpcHandler):
         admitted = admission.admit(b.state, b.call, method, facts, b.lease, request)
         return method, admitted, b.state.upstreams[admitted.upstream]
 
-    def _check(self, b: _Boundary, method: Method):
+    def _check(self, b: _Boundary, method: Method) -> Callable[[bytes], None]:
         def check(message: bytes) -> None:
             b.call.bytes_in += len(message)
             b.call.messages_in += 1
             admission.inspect(b.state, b.call, method, message)
         return check
 
-    def _unary(self, path: str, request: bytes, context: grpc.ServicerContext) -> bytes:
+    def _unary(self, path: str, request: bytes, context: grpc.ServicerContext) -> bytes | None:
         with _Boundary(self.runtime, context, Call(path, context.peer(),
                                                    bytes_in=len(request), messages_in=1)) as b:
             method, admitted, upstream = self._admit(b, path, request)
@@ -126,7 +126,7 @@ class Gateway(grpc.GenericRpcHandler):
                 context, upstream, method, request, admitted.metadata, admitted.timeout))
 
     def _client_stream(self, path: str, requests: Iterator[bytes],
-                       context: grpc.ServicerContext) -> bytes:
+                       context: grpc.ServicerContext) -> bytes | None:
         with _Boundary(self.runtime, context, Call(path, context.peer())) as b:
             method, admitted, upstream = self._admit(b, path, None)
             guard = RequestGuard(requests, self._check(b, method))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -10,7 +12,7 @@ from proxy import config
 from proxy.errors import ConfigError
 
 
-def _read_pem(path, where: str, kind: str) -> bytes:
+def _read_pem(path: pathlib.Path, where: str, kind: str) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as exc:

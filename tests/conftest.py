@@ -143,3 +143,13 @@ def clean_backend(backend):
     """The session backend with its request record emptied for this test."""
     backend.clear_records()
     return backend
+
+
+@pytest.fixture
+def raw_backend():
+    """A recording raw-bytes upstream (tests/rawbackend.py), stopped after the test."""
+    from tests.rawbackend import RawBackend
+
+    backend = RawBackend()
+    yield backend
+    backend.stop()

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pathlib
 
-import grpc
 import pytest
 
 from proxy import config
 from proxy.authn import Authenticator
 from proxy.authn.jwt import TokenVerifier
 from proxy.authn.mtls import CertificateIdentities
-from tfgate_dev.devpki import DevPKI, SigningKey, mint_claims, write_jwks
 from proxy.errors import Code, Reason, Reject
+from tfgate_dev.devpki import DevPKI, SigningKey, mint_claims, write_jwks
 
 NOW = 1_800_000_000
 ISS = "https://issuer.example"

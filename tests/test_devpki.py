@@ -16,8 +16,8 @@ import grpc
 import jwt
 import pytest
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509 import DNSName, IPAddress
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from tfgate_dev.devpki import DevPKI, Issued, SigningKey, main, mint_claims, write_jwks
@@ -59,7 +59,10 @@ def test_ca_is_self_signed_ca(pki: DevPKI) -> None:
     now = datetime.now(UTC)
     assert ca.not_valid_before_utc < now < ca.not_valid_after_utc
     assert ca.not_valid_after_utc - now > timedelta(days=29)
-    assert pki.ca.cert_path == pki.directory / "ca.pem" and pki.ca.cert_path.read_bytes() == pki.ca.cert_pem
+    assert (
+        pki.ca.cert_path == pki.directory / "ca.pem"
+        and pki.ca.cert_path.read_bytes() == pki.ca.cert_pem
+    )
     assert pki.ca.key_path == pki.directory / "ca.key"
 
 
@@ -70,15 +73,21 @@ def test_server_cert_verifies_for_its_names(pki: DevPKI) -> None:
     sans = _sans(cert)
     assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
     assert sans.get_values_for_type(x509.IPAddress) == [
-        ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")
+        ipaddress.ip_address("127.0.0.1"),
+        ipaddress.ip_address("::1"),
     ]
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "localhost"
     for subject in (DNSName("localhost"), IPAddress(ipaddress.ip_address("127.0.0.1"))):
         chain = PolicyBuilder().store(_store(pki)).build_server_verifier(subject).verify(cert, [])
         assert chain[-1] == _cert(pki.ca)
     with pytest.raises(VerificationError):
-        PolicyBuilder().store(_store(pki)).build_server_verifier(DNSName("example.com")).verify(cert, [])
-    assert (server.cert_path, server.key_path) == (pki.directory / "server.pem", pki.directory / "server.key")
+        PolicyBuilder().store(_store(pki)).build_server_verifier(DNSName("example.com")).verify(
+            cert, []
+        )
+    assert (server.cert_path, server.key_path) == (
+        pki.directory / "server.pem",
+        pki.directory / "server.key",
+    )
 
 
 def test_client_cert_spiffe_and_dns(pki: DevPKI) -> None:
@@ -126,7 +135,9 @@ def test_expired_client_cert(pki: DevPKI) -> None:
     # still correctly signed; only its dates are wrong (the CA itself starts an hour ago,
     # so a path check "back then" would fail on the CA's validity, not the leaf's)
     cert.verify_directly_issued_by(_cert(pki.ca))
-    explicit = _cert(pki.client("window", not_before=datetime(2020, 1, 1), not_after=datetime(2020, 2, 1)))
+    explicit = _cert(
+        pki.client("window", not_before=datetime(2020, 1, 1), not_after=datetime(2020, 2, 1))
+    )
     assert explicit.not_valid_before_utc == datetime(2020, 1, 1, tzinfo=UTC)
     assert explicit.not_valid_after_utc == datetime(2020, 2, 1, tzinfo=UTC)
 
@@ -147,7 +158,9 @@ def test_rogue_ca_is_independent(tmp_path: Path, pki: DevPKI) -> None:
 @pytest.mark.parametrize("alg", ["ES256", "RS256", "EdDSA"])
 def test_tokens_verify_with_jwk_and_pem(alg: str) -> None:
     key = SigningKey.generate("k1", alg)
-    claims = mint_claims(issuer="https://issuer.test", audience="tfgate", subject="alice", scope="predict")
+    claims = mint_claims(
+        issuer="https://issuer.test", audience="tfgate", subject="alice", scope="predict"
+    )
     token = key.token(claims)
     header = jwt.get_unverified_header(token)
     assert header["kid"] == "k1" and header["alg"] == alg
@@ -156,7 +169,11 @@ def test_tokens_verify_with_jwk_and_pem(alg: str) -> None:
     assert "d" not in jwk  # public only
     for verification_key in (jwt.PyJWK(jwk).key, key.public_pem()):
         decoded = jwt.decode(
-            token, verification_key, algorithms=[alg], audience="tfgate", issuer="https://issuer.test"
+            token,
+            verification_key,
+            algorithms=[alg],
+            audience="tfgate",
+            issuer="https://issuer.test",
         )
         assert decoded == claims
     other = SigningKey.generate("k2", alg)
@@ -176,8 +193,20 @@ def test_token_header_overrides_and_unsupported_alg() -> None:
 
 def test_mint_claims_and_jwks(tmp_path: Path) -> None:
     claims = mint_claims(issuer="i", audience="a", subject="s", now=1000.5, ttl=60, tenant="t")
-    assert claims == {"iss": "i", "aud": "a", "sub": "s", "iat": 1000, "nbf": 1000, "exp": 1060, "tenant": "t"}
-    keys = [SigningKey.generate("a"), SigningKey.generate("b", "RS256"), SigningKey.generate("c", "EdDSA")]
+    assert claims == {
+        "iss": "i",
+        "aud": "a",
+        "sub": "s",
+        "iat": 1000,
+        "nbf": 1000,
+        "exp": 1060,
+        "tenant": "t",
+    }
+    keys = [
+        SigningKey.generate("a"),
+        SigningKey.generate("b", "RS256"),
+        SigningKey.generate("c", "EdDSA"),
+    ]
     path = write_jwks(tmp_path / "jwks.json", keys)
     jwks = jwt.PyJWKSet.from_dict(json.loads(path.read_text()))
     assert [k.key_id for k in jwks.keys] == ["a", "b", "c"]
@@ -187,19 +216,40 @@ def test_mint_claims_and_jwks(tmp_path: Path) -> None:
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    assert main([str(out), "--client", f"alice={SPIFFE}", "--client", "bob", "--jwt-issuer", "https://i"]) == 0
+    assert (
+        main(
+            [
+                str(out),
+                "--client",
+                f"alice={SPIFFE}",
+                "--client",
+                "bob",
+                "--jwt-issuer",
+                "https://i",
+            ]
+        )
+        == 0
+    )
     names = {p.name for p in out.iterdir()}
     assert names == {
-        "ca.pem", "ca.key", "server.pem", "server.key", "alice.pem", "alice.key",
-        "bob.pem", "bob.key", "signing.key", "jwks.json",
+        "ca.pem",
+        "ca.key",
+        "server.pem",
+        "server.key",
+        "alice.pem",
+        "alice.key",
+        "bob.pem",
+        "bob.key",
+        "signing.key",
+        "jwks.json",
     }
     assert str(out / "jwks.json") in capsys.readouterr().out
     alice = x509.load_pem_x509_certificate((out / "alice.pem").read_bytes())
     assert _sans(alice).get_values_for_type(x509.UniformResourceIdentifier) == [SPIFFE]
     with pytest.raises(x509.ExtensionNotFound):
-        x509.load_pem_x509_certificate((out / "bob.pem").read_bytes()).extensions.get_extension_for_class(
-            x509.SubjectAlternativeName
-        )
+        x509.load_pem_x509_certificate(
+            (out / "bob.pem").read_bytes()
+        ).extensions.get_extension_for_class(x509.SubjectAlternativeName)
     assert stat.S_IMODE((out / "signing.key").stat().st_mode) == 0o600
 
 
@@ -211,7 +261,10 @@ def test_make_dev_pki_script(tmp_path: Path) -> None:
     assert "server.pem" in result.stdout
     assert (tmp_path / "o" / "c.pem").exists()
     result = subprocess.run(
-        [sys.executable, "-m", "tfgate_dev.devpki", str(tmp_path / "m")], capture_output=True, text=True, cwd=REPO
+        [sys.executable, "-m", "tfgate_dev.devpki", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "m" / "ca.pem").exists()
@@ -236,7 +289,11 @@ def mtls_server(pki: DevPKI) -> Iterator[tuple[str, list[dict[str, list[bytes]]]
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     server.add_generic_rpc_handlers(
-        [grpc.method_handlers_generic_handler("devpki.Test", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})]
+        [
+            grpc.method_handlers_generic_handler(
+                "devpki.Test", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+            )
+        ]
     )
     cert = pki.server()
     creds = grpc.ssl_server_credentials(
@@ -280,7 +337,11 @@ def test_mtls_grpc_accepts_own_ca_and_exposes_auth_context(
     assert _call(target, pki.ca.cert_pem, plain) == b"echo:hi"
     bob = seen[1]
     assert bob["x509_common_name"] == [b"bob"]
-    assert "peer_spiffe_id" not in bob and "x509_subject_alternative_name" not in bob and "peer_uri" not in bob
+    assert (
+        "peer_spiffe_id" not in bob
+        and "x509_subject_alternative_name" not in bob
+        and "peer_uri" not in bob
+    )
     assert bob["<peer_identity_key>"] == [b"x509_common_name"]
     assert bob["<peer_identities>"] == [b"bob"]
 

@@ -4,8 +4,6 @@ sockets, upstream TLS, audit events, cancellation, and all four gRPC call kinds.
 from __future__ import annotations
 
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -16,12 +14,9 @@ from proxy.families import Access, Kind, Method, family
 from proxy.families.serving import SERVING
 from proxy.pb import serving_pb2
 from proxy.routing import MethodTable
-from tfgate_dev.devpki import mint_claims
 from tests.conftest import AUDIENCE, ISSUER, base_config
-
-PREDICT = "/tensorflow.serving.PredictionService/Predict"
-CLIENT_STREAM = "/tfgate.test.Echo/ClientStream"
-BIDI = "/tfgate.test.Echo/Bidi"
+from tests.rawbackend import BIDI, CLIENT_STREAM, PREDICT, RawBackend
+from tfgate_dev.devpki import mint_claims
 
 
 def predict_bytes(model: str, version: int | None = None) -> bytes:
@@ -30,62 +25,6 @@ def predict_bytes(model: str, version: int | None = None) -> bytes:
     if version is not None:
         request.model_spec.version.value = version
     return request.SerializeToString()
-
-
-class RawBackend:
-    """A raw-bytes gRPC server that records what it receives and echoes it back."""
-
-    def __init__(self, address: str = "127.0.0.1:0", credentials=None) -> None:
-        self.received: list[tuple[str, bytes]] = []
-        self.cancelled = threading.Event()
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.server = grpc.server(ThreadPoolExecutor(8))
-        self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-            "tensorflow.serving.PredictionService",
-            {"Predict": grpc.unary_unary_rpc_method_handler(self._unary)})])
-        self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-            "tfgate.test.Echo",
-            {"ClientStream": grpc.stream_unary_rpc_method_handler(self._client_stream),
-             "Bidi": grpc.stream_stream_rpc_method_handler(self._bidi)})])
-        if credentials is None:
-            port = self.server.add_insecure_port(address)
-        else:
-            port = self.server.add_secure_port(address, credentials)
-        self.address = address if address.startswith("unix:") else f"127.0.0.1:{port}"
-        self.server.start()
-
-    def _unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        self.received.append((PREDICT, request))
-        metadata = dict(context.invocation_metadata())
-        if "x-block" in metadata:
-            context.add_callback(self.cancelled.set)
-            self.entered.set()
-            self.release.wait(10)
-        return b"echo:" + request
-
-    def _client_stream(self, requests, context) -> bytes:
-        messages = []
-        for message in requests:
-            self.received.append((CLIENT_STREAM, message))
-            messages.append(message)
-        return b"|".join(messages)
-
-    def _bidi(self, requests, context):
-        for message in requests:
-            self.received.append((BIDI, message))
-            yield b"echo:" + message
-
-    def stop(self) -> None:
-        self.release.set()
-        self.server.stop(0)
-
-
-@pytest.fixture
-def raw_backend():
-    backend = RawBackend()
-    yield backend
-    backend.stop()
 
 
 def token_metadata(signing, **claims):
@@ -271,3 +210,21 @@ class TestMethodCheckedBeforeParse:
             allowed(b"\xff\xff not protobuf", timeout=5)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert raw_backend.received == []
+
+
+class TestIdentityForwarding:
+    @pytest.mark.parametrize(("cn", "forwarded"), [
+        ("John Doe", "cn:John%20Doe"), ("Zoë", "cn:Zo%C3%AB"), ("50% off", "cn:50%25%20off")])
+    def test_certificate_to_upstream_metadata(self, pki, signing, make_proxy, raw_backend,
+                                              cn, forwarded):
+        """The composed path: a certificate CN reaches the upstream rendered exactly once
+        (percent-encoded, printable ASCII), and the client's own copy is dropped."""
+        config = base_config(pki, signing, raw_backend.address)
+        config["policy"]["rules"].append({"name": "cn", "principals": {"cn": [cn]},
+                                          "methods": ["Predict"], "models": ["*"]})
+        proxy = make_proxy(config)
+        client = pki.ca.client(cn, file_stem=f"cn-{len(raw_backend.metadata)}-{abs(hash(cn))}")
+        call = pki.channel(proxy.address, client).unary_unary(PREDICT)
+        call(predict_bytes("m"), timeout=5, metadata=[("x-tfgate-principal", "forged")])
+        (seen,) = raw_backend.metadata
+        assert seen["x-tfgate-principal"] == forwarded

@@ -10,8 +10,8 @@ import time
 import grpc
 import pytest
 
-from tfgate_dev.devpki import mint_claims
 from tests.conftest import AUDIENCE, ISSUER, OPS, base_config, running_proxy
+from tfgate_dev.devpki import mint_claims
 
 pytestmark = pytest.mark.tf
 

@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives import serialization
 
 from proxy import cli
 from proxy.config import load_config, validate_config
-from tfgate_dev.devpki import SigningKey, main as make_dev_pki, mint_claims
 from proxy.server import RunningServer
+from tfgate_dev.devpki import SigningKey, mint_claims
+from tfgate_dev.devpki import main as make_dev_pki
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 CONFIGS = sorted(EXAMPLES.glob("*.yaml"))

@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 from proxy.call import Facts
 from proxy.config import validate_config
 from proxy.config.limits import Limits
-from tfgate_dev.devpki import SigningKey, write_jwks
 from proxy.dtypes import DTYPES
 from proxy.errors import Reject
 from proxy.inspect import serving
@@ -34,6 +33,7 @@ from proxy.pb import serving_pb2
 from proxy.pb.tensor_pb2 import TensorProto
 from proxy.server import RunningServer
 from tests.test_limits_e2e import SERVICE, RecordingBackend, config, token
+from tfgate_dev.devpki import SigningKey, write_jwks
 
 INSPECTORS: dict[str, Callable[[bytes], Facts]] = {
     "Predict": serving.predict, "Classify": serving.classify,

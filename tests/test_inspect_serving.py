@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import grpc
 import pytest
 
 from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget

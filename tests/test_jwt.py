@@ -11,7 +11,6 @@ import threading
 import time
 from typing import Any
 
-import grpc
 import jwt as pyjwt
 import pytest
 from cryptography import x509
@@ -21,8 +20,8 @@ from proxy import config
 from proxy.authn import jwks
 from proxy.authn.jwt import TokenVerifier, extract_token
 from proxy.call import Principal
-from tfgate_dev.devpki import DevPKI, SigningKey, mint_claims, write_jwks
 from proxy.errors import Code, ConfigError, Reason, Reject
+from tfgate_dev.devpki import DevPKI, SigningKey, mint_claims, write_jwks
 
 NOW = 1_800_000_000.0
 ISS = "https://issuer.example"

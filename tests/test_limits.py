@@ -5,16 +5,15 @@ fake clock and no network."""
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
-import grpc
 import pytest
 
 from proxy.call import ExampleFacts, Facts, ModelTarget, Principal, TensorFacts
 from proxy.config import validate_config
 from proxy.config.limits import Limits
-from proxy.errors import Code, ConfigError, Reason, Reject
 from proxy.counters import Counters
+from proxy.errors import Code, ConfigError, Reason, Reject
 from proxy.limits import Lease, Limiter, LimitState
 
 MiB = 2**20
@@ -172,7 +171,7 @@ class TestExampleLimits:
 class TestOverrides:
     """Per-model (and per-signature) overrides: first match wins, omitted keys inherit."""
 
-    LIMITS = {
+    LIMITS: ClassVar[dict[str, Any]] = {
         "tensors": {"max_elements": 100, "max_dims": 4},
         "models": [
             {"models": ["big"], "signatures": ["batch"], "tensors": {"max_elements": 10_000}},
@@ -210,7 +209,8 @@ class TestOverrides:
 class TestConfig:
     """The limits section validates names, ranges and combinations."""
 
-    BASE: dict[str, Any] = {"listen": {"plaintext": True}, "upstreams": {"u": {"address": "127.0.0.1:1"}}}
+    BASE: ClassVar[dict[str, Any]] = {"listen": {"plaintext": True},
+                                      "upstreams": {"u": {"address": "127.0.0.1:1"}}}
 
     def config_error(self, limits: dict[str, Any]) -> ConfigError:
         with pytest.raises(ConfigError) as info:

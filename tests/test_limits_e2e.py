@@ -22,13 +22,13 @@ import pytest
 from google.protobuf.internal.encoder import _VarintBytes
 
 from proxy.config import validate_config
-from tfgate_dev.devpki import SigningKey, mint_claims, write_jwks
 from proxy.errors import Reason
-from proxy.pb import example_pb2, serving_pb2
+from proxy.pb import serving_pb2
 from proxy.pb.tensor_pb2 import TensorProto
-from proxy.server import RunningServer
 from proxy.runtime import Runtime
+from proxy.server import RunningServer
 from proxy.state import Shared, build_state
+from tfgate_dev.devpki import SigningKey, mint_claims, write_jwks
 
 ISSUER, AUDIENCE = "https://issuer.limits.test", "tfgate"
 SERVICE = "/tensorflow.serving.PredictionService/"

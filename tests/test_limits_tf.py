@@ -22,8 +22,8 @@ from tensorflow_serving.apis import (  # noqa: E402
 
 @pytest.fixture
 def stub(pki, signing, clean_backend):
-    with running_proxy(base_config(pki, signing, clean_backend.address)) as proxy:
-        with pki.channel(proxy.address, pki.alice) as channel:
+    with (running_proxy(base_config(pki, signing, clean_backend.address)) as proxy,
+          pki.channel(proxy.address, pki.alice) as channel):
             yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
 

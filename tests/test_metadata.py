@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from proxy.config import Identity
 from proxy.call import Principal
+from proxy.config import Identity
 from proxy.metadata import MetadataFilter, relayable
 
 

@@ -28,7 +28,7 @@ class TestGeneratedCode:
         written = sorted((tmp_path / "proxy" / "pb").glob("*_pb2.py*"))
         committed = sorted((REPO / "proxy" / "pb").glob("*_pb2.py*"))
         assert [p.name for p in written] == [p.name for p in committed]
-        stale = [p.name for p, q in zip(written, committed) if p.read_bytes() != q.read_bytes()]
+        stale = [p.name for p, q in zip(written, committed, strict=True) if p.read_bytes() != q.read_bytes()]
         assert stale == [], "stale generated code; run `python protos/generate.py`"
 
     def test_own_package(self) -> None:
@@ -108,10 +108,17 @@ def tf_apis() -> dict[str, Any]:
     from tensorflow.core.framework import tensor_pb2 as tf_tensor
     from tensorflow.core.framework import tensor_shape_pb2 as tf_shape
     from tensorflow.core.framework import types_pb2 as tf_types
-    from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
-                                         get_model_status_pb2, inference_pb2, input_pb2,
-                                         model_management_pb2, model_pb2, predict_pb2,
-                                         regression_pb2)
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        get_model_metadata_pb2,
+        get_model_status_pb2,
+        inference_pb2,
+        input_pb2,
+        model_management_pb2,
+        model_pb2,
+        predict_pb2,
+        regression_pb2,
+    )
     return {
         "ModelSpec": model_pb2.ModelSpec,
         "PredictRequest": predict_pb2.PredictRequest,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import grpc
 import pytest
 from google.protobuf.internal.encoder import _VarintBytes
 

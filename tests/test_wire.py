@@ -3,7 +3,6 @@ are refused from the wire bytes, before any object is built."""
 
 from __future__ import annotations
 
-import grpc
 import pytest
 
 from proxy.errors import Code, Reject

@@ -133,7 +133,7 @@ def section(path: str, model: type[BaseModel]) -> list[str]:
                      f"{_describe(field.description)} |")
         for suffix, sub in _sections(field.annotation):
             below += section(key + suffix, sub)
-    return lines + [""] + below
+    return [*lines, "", *below]
 
 
 def render() -> str:

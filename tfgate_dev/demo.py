@@ -146,8 +146,12 @@ class Client:
     """The real tensorflow-serving-api client, as different callers."""
 
     def __init__(self, root: pathlib.Path, address: str) -> None:
-        from tensorflow_serving.apis import (model_management_pb2, model_service_pb2_grpc,
-                                             predict_pb2, prediction_service_pb2_grpc)
+        from tensorflow_serving.apis import (
+            model_management_pb2,
+            model_service_pb2_grpc,
+            predict_pb2,
+            prediction_service_pb2_grpc,
+        )
         self.pb = predict_pb2
         self.mm = model_management_pb2
         self.prediction = prediction_service_pb2_grpc.PredictionServiceStub

@@ -72,8 +72,15 @@ def _safe_stem(name: str) -> str:
 
 def _key_usage(*, ca: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
-        digital_signature=not ca, content_commitment=False, key_encipherment=False, data_encipherment=False,
-        key_agreement=False, key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False,
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
     )
 
 
@@ -86,17 +93,25 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([org, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _save(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Issued:
+def _save(
+    directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> Issued:
     cert_pem, key_pem = cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
     cert_path = _write(directory / f"{stem}.pem", cert_pem)
-    return Issued(cert_pem, key_pem, cert_path, _write(directory / f"{stem}.key", key_pem, private=True))
+    return Issued(
+        cert_pem, key_pem, cert_path, _write(directory / f"{stem}.key", key_pem, private=True)
+    )
 
 
 class DevPKI:
     """A development certificate authority rooted in ``directory``. Use :meth:`create`."""
 
     def __init__(
-        self, directory: Path, ca: Issued, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate
+        self,
+        directory: Path,
+        ca: Issued,
+        ca_key: ec.EllipticCurvePrivateKey,
+        ca_cert: x509.Certificate,
     ) -> None:
         self.directory = directory
         self.ca = ca
@@ -122,7 +137,9 @@ class DevPKI:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(_key_usage(ca=True), critical=True)
             .add_extension(ski, critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+            )
             .sign(key, hashes.SHA256())
         )
         return cls(directory, _save(directory, "ca", cert, key), key, cert)
@@ -154,9 +171,12 @@ class DevPKI:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(ca=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer._ca_key.public_key()), critical=False
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer._ca_key.public_key()),
+                critical=False,
             )
         )
         if sans:
@@ -175,7 +195,9 @@ class DevPKI:
         """Issue a ServerAuth leaf (CN=name, DNS and IP SANs); writes ``<file_stem>.pem/.key``."""
         sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
         sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
-        return self._issue(name, eku=ExtendedKeyUsageOID.SERVER_AUTH, sans=sans, file_stem=file_stem)
+        return self._issue(
+            name, eku=ExtendedKeyUsageOID.SERVER_AUTH, sans=sans, file_stem=file_stem
+        )
 
     def client(
         self,
@@ -193,12 +215,18 @@ class DevPKI:
         ``ca`` signs with another :class:`DevPKI` instead (files still go to this directory);
         ``not_after`` in the past makes an expired certificate. Naive datetimes are UTC.
         """
-        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id)] if spiffe_id else []
+        sans: list[x509.GeneralName] = (
+            [x509.UniformResourceIdentifier(spiffe_id)] if spiffe_id else []
+        )
         sans += [x509.DNSName(d) for d in dns]
         return self._issue(
-            name, eku=ExtendedKeyUsageOID.CLIENT_AUTH, sans=sans,
+            name,
+            eku=ExtendedKeyUsageOID.CLIENT_AUTH,
+            sans=sans,
             file_stem=file_stem or _safe_stem(name),
-            not_before=_utc(not_before), not_after=_utc(not_after), signer=ca,
+            not_before=_utc(not_before),
+            not_after=_utc(not_after),
+            signer=ca,
         )
 
 
@@ -236,7 +264,11 @@ class SigningKey:
         return _key_pem(self.key)
 
     def token(
-        self, claims: dict[str, Any], *, headers: dict[str, Any] | None = None, alg: str | None = None
+        self,
+        claims: dict[str, Any],
+        *,
+        headers: dict[str, Any] | None = None,
+        alg: str | None = None,
     ) -> str:
         """Sign ``claims``; the header carries this key's ``kid`` unless ``headers`` overrides it."""
         header = {"kid": self.kid, **(headers or {})}
@@ -245,11 +277,19 @@ class SigningKey:
 
 def write_jwks(path: Path, keys: Iterable[SigningKey]) -> Path:
     """Write ``{"keys": [jwk, ...]}`` (public keys only) to ``path``."""
-    return _write(Path(path), json.dumps({"keys": [k.public_jwk() for k in keys]}, indent=2).encode() + b"\n")
+    return _write(
+        Path(path), json.dumps({"keys": [k.public_jwk() for k in keys]}, indent=2).encode() + b"\n"
+    )
 
 
 def mint_claims(
-    *, issuer: str, audience: str | list[str], subject: str, now: float | None = None, ttl: int = 600, **extra: Any
+    *,
+    issuer: str,
+    audience: str | list[str],
+    subject: str,
+    now: float | None = None,
+    ttl: int = 600,
+    **extra: Any,
 ) -> dict[str, Any]:
     """Standard iss/aud/sub/iat/nbf/exp claims (``exp = now + ttl``) plus ``extra``."""
     issued_at = int(time.time() if now is None else now)
@@ -265,18 +305,30 @@ def _client_spec(value: str) -> tuple[str, str | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfgate_dev.devpki", description="Make a throwaway dev PKI.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tfgate_dev.devpki", description="Make a throwaway dev PKI."
+    )
     parser.add_argument("outdir", type=Path, help="directory to write into (created if missing)")
-    parser.add_argument("--client", action="append", default=[], type=_client_spec, metavar="NAME[=SPIFFE_ID]",
-                        help="issue a client certificate (repeatable)")
-    parser.add_argument("--jwt-issuer", metavar="URL", help="also make signing.key and jwks.json for this issuer")
+    parser.add_argument(
+        "--client",
+        action="append",
+        default=[],
+        type=_client_spec,
+        metavar="NAME[=SPIFFE_ID]",
+        help="issue a client certificate (repeatable)",
+    )
+    parser.add_argument(
+        "--jwt-issuer", metavar="URL", help="also make signing.key and jwks.json for this issuer"
+    )
     args = parser.parse_args(argv)
 
     pki = DevPKI.create(args.outdir)
     server = pki.server()
     rows: list[tuple[str, Path | None]] = [
-        ("CA certificate", pki.ca.cert_path), ("CA key", pki.ca.key_path),
-        ("server certificate", server.cert_path), ("server key", server.key_path),
+        ("CA certificate", pki.ca.cert_path),
+        ("CA key", pki.ca.key_path),
+        ("server certificate", server.cert_path),
+        ("server key", server.key_path),
     ]
     for name, spiffe_id in args.client:
         issued = pki.client(name, spiffe_id=spiffe_id)
@@ -286,7 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         key = SigningKey.generate("dev-1")
         signing = _write(args.outdir / "signing.key", key.private_pem(), private=True)
         rows.append(("JWT signing key (ES256, kid dev-1)", signing))
-        rows.append((f"JWKS for issuer {args.jwt_issuer}", write_jwks(args.outdir / "jwks.json", [key])))
+        rows.append(
+            (f"JWKS for issuer {args.jwt_issuer}", write_jwks(args.outdir / "jwks.json", [key]))
+        )
     width = max(len(label) for label, _ in rows)
     for label, path in rows:
         print(f"{label:<{width}}  {path}")

@@ -19,8 +19,15 @@ import yaml
 from pydantic import Field
 
 from proxy.config.authn import ASYMMETRIC_ALGORITHMS, JWT, Authn, Issuer
-from proxy.config.base import (Address, FilePath, KeyProblem, MiB, Section, is_loopback,
-                               parse_address)
+from proxy.config.base import (
+    Address,
+    FilePath,
+    KeyProblem,
+    MiB,
+    Section,
+    is_loopback,
+    parse_address,
+)
 from proxy.config.limits import Limits
 from proxy.config.listen import Listen, ListenTLS
 from proxy.config.policy import Policy, Principals, Rule, Version
@@ -29,10 +36,34 @@ from proxy.config.upstreams import Identity, ModelRoute, Upstream, UpstreamTLS
 from proxy.errors import ConfigError
 
 __all__ = [
-    "ASYMMETRIC_ALGORITHMS", "Address", "Audit", "Authn", "Config", "ConfigError", "FilePath",
-    "Identity", "Issuer", "JWT", "KeyProblem", "Limits", "Listen", "ListenTLS", "MiB",
-    "ModelRoute", "Policy", "Principals", "Rule", "Section", "Server", "Upstream",
-    "UpstreamTLS", "Version", "is_loopback", "load_config", "parse_address", "validate_config",
+    "ASYMMETRIC_ALGORITHMS",
+    "JWT",
+    "Address",
+    "Audit",
+    "Authn",
+    "Config",
+    "ConfigError",
+    "FilePath",
+    "Identity",
+    "Issuer",
+    "KeyProblem",
+    "Limits",
+    "Listen",
+    "ListenTLS",
+    "MiB",
+    "ModelRoute",
+    "Policy",
+    "Principals",
+    "Rule",
+    "Section",
+    "Server",
+    "Upstream",
+    "UpstreamTLS",
+    "Version",
+    "is_loopback",
+    "load_config",
+    "parse_address",
+    "validate_config",
 ]
 
 

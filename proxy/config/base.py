@@ -59,7 +59,7 @@ def is_loopback(address: str) -> bool:
     if kind == "unix" or host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host or "").is_loopback
     except ValueError:
         return False
 

@@ -7,8 +7,15 @@ from typing import Literal
 import pydantic
 from pydantic import Field
 
-from proxy.config.base import GRPC_MAX_MESSAGE, Address, FilePath, KeyProblem, MiB, Section, \
-    is_loopback
+from proxy.config.base import (
+    GRPC_MAX_MESSAGE,
+    Address,
+    FilePath,
+    KeyProblem,
+    MiB,
+    Section,
+    is_loopback,
+)
 
 
 class ListenTLS(Section):

@@ -25,6 +25,7 @@ left alone (the model's parser ignores them) but their bytes count in every size
 from __future__ import annotations
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import Message
 
 from proxy.call import ExampleFacts
 from proxy.errors import Reason, Reject, malformed
@@ -37,7 +38,7 @@ TSTRING_BYTES = 24
 MAX_EXAMPLES = 1_000_000
 
 
-def _merged_schema() -> type:
+def _merged_schema() -> type[Message]:
     """`Merged{Ex examples = 1; Ex context = 2}`, `Ex{Feats features = 1}`,
     `Feats{repeated bytes feature = 1}`: parsing an ExampleList with it merges every
     example (a singular field) so all their feature map entries land in one list, raw."""

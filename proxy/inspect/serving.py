@@ -10,7 +10,6 @@ from proxy.inspect import examples, tensors
 from proxy.inspect.wire import check_field_count, reject_unknown_fields
 from proxy.pb import serving_pb2
 
-
 # Tasks must name distinct signatures of one model, so real requests hold a handful;
 # the cap bounds the per-task checks an attacker can ask for.
 MAX_TASKS = 64

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from proxy.call import TensorFacts
-from proxy.dtypes import DTYPES, NEVER_ALLOWED, REF_OFFSET, name_of
 from google.protobuf.unknown_fields import UnknownFieldSet
 
+from proxy.call import TensorFacts
+from proxy.dtypes import DTYPES, NEVER_ALLOWED, REF_OFFSET, name_of
 from proxy.errors import Reject, malformed
 from proxy.inspect.wire import reject_unknown_fields
 from proxy.pb.tensor_pb2 import TensorProto, TensorShapeProto
@@ -123,7 +123,7 @@ def _shape(name: str, shape_msg: TensorShapeProto) -> tuple[int, ...]:
     dims = shape_msg.dim
     if len(dims) > MAX_RANK:
         raise _bad(name, f"rank {len(dims)} > {MAX_RANK}")
-    sizes = []
+    sizes: list[int] = []
     for dim in dims:  # one pass: each element access builds a wrapper object
         size = dim.size
         if size < 0:

@@ -59,8 +59,14 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 class BackendProcess:
     """A running backend subprocess (see ``start_backend``)."""
 
-    def __init__(self, process: subprocess.Popen, address: str, record_path: Path | None,
-                 stderr_file: IO[bytes], temp_record: bool) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen,
+        address: str,
+        record_path: Path | None,
+        stderr_file: IO[bytes],
+        temp_record: bool,
+    ) -> None:
         self.process = process
         self.address = address
         self.record_path = record_path
@@ -81,8 +87,7 @@ class BackendProcess:
             entry = json.loads(line)
             entry["request"] = base64.b64decode(entry.pop("request_b64"))
             entry["metadata"] = [
-                (k, base64.b64decode(v) if k.endswith("-bin") else v)
-                for k, v in entry["metadata"]
+                (k, base64.b64decode(v) if k.endswith("-bin") else v) for k, v in entry["metadata"]
             ]
             out.append(entry)
         return out
@@ -121,8 +126,12 @@ class BackendProcess:
         self.stop()
 
 
-def start_backend(listen: str = "127.0.0.1:0", record: str | os.PathLike | bool | None = None,
-                  env: dict[str, str] | None = None, timeout: float = 120.0) -> BackendProcess:
+def start_backend(
+    listen: str = "127.0.0.1:0",
+    record: str | os.PathLike | bool | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+) -> BackendProcess:
     """Start ``python -m tfgate_dev.testbackend`` and wait until it serves.
 
     ``record``: a file path, True for a temporary file (removed by ``stop()``), or None.
@@ -139,13 +148,27 @@ def start_backend(listen: str = "127.0.0.1:0", record: str | os.PathLike | bool 
         record_path = Path(record) if record else None
     child_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     child_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(_REPO_ROOT), child_env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "tfgate_dev.testbackend", "--listen", listen, "--exit-on-stdin-eof"]
+        p for p in (str(_REPO_ROOT), child_env.get("PYTHONPATH")) if p
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "tfgate_dev.testbackend",
+        "--listen",
+        listen,
+        "--exit-on-stdin-eof",
+    ]
     if record_path is not None:
         cmd += ["--record", str(record_path)]
-    stderr_file = tempfile.TemporaryFile(prefix="tfgate-backend-stderr-")
-    process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=stderr_file, env=child_env, cwd=_REPO_ROOT)
+    stderr_file = tempfile.TemporaryFile(prefix="tfgate-backend-stderr-")  # noqa: SIM115 - outlives this frame
+    process = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr_file,
+        env=child_env,
+        cwd=_REPO_ROOT,
+    )
     ready = threading.Event()
     found: list[str] = []
 
@@ -154,7 +177,7 @@ def start_backend(listen: str = "127.0.0.1:0", record: str | os.PathLike | bool 
         for raw_line in process.stdout:
             line = raw_line.decode(errors="replace").strip()
             if line.startswith("READY ") and not found:
-                found.append(line[len("READY "):])
+                found.append(line[len("READY ") :])
                 ready.set()
         ready.set()  # EOF: the process is gone
 

@@ -5,6 +5,6 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-from .server import main  # noqa: E402
+from .server import main
 
 sys.exit(main())

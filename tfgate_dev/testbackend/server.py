@@ -20,14 +20,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import grpc  # noqa: E402
-from tensorflow_serving.apis import (  # noqa: E402
+import grpc
+from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -37,8 +38,8 @@ from tensorflow_serving.apis import (  # noqa: E402
     regression_pb2,
 )
 
-from .models import build_models  # noqa: E402
-from .services import ModelService, PredictionService, Registry, ServingError  # noqa: E402
+from .models import build_models
+from .services import ModelService, PredictionService, Registry, ServingError
 
 MIB = 1 << 20
 SERVER_OPTIONS = [
@@ -77,7 +78,7 @@ def raw_parser(message_class: Any = None) -> Callable[[bytes], Raw]:
             return Raw(data, data)
         try:
             return Raw(data, message_class.FromString(data))
-        except Exception:  # undecodable: recorded, then answered INTERNAL
+        except Exception:  # noqa: BLE001 - undecodable: recorded, then answered INTERNAL
             return Raw(data, None)
 
     return parse
@@ -91,7 +92,7 @@ class Recorder:
     """Appends one JSON line per received request to a file, flushed before the call runs."""
 
     def __init__(self, path: str | None) -> None:
-        self._file = open(path, "a", encoding="utf-8") if path else None
+        self._file = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 - closed by close()
         self._lock = threading.Lock()
 
     def record(self, method: str, data: bytes, context: grpc.ServicerContext) -> None:
@@ -226,7 +227,7 @@ class UnknownMethods(grpc.GenericRpcHandler):
         def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
             try:
                 first = next(requests, b"")
-            except Exception:  # the client went away before sending anything
+            except Exception:  # noqa: BLE001 - the client went away before sending anything
                 first = b""
             self.recorder.record(method, first, context)
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
@@ -248,7 +249,7 @@ def generic_handlers(models: dict, recorder: Recorder) -> list[grpc.GenericRpcHa
                          getattr(servicer, name))
             for name, request_class in methods.items()
         }))
-    return handlers + [_health_handler(recorder), UnknownMethods(recorder)]
+    return [*handlers, _health_handler(recorder), UnknownMethods(recorder)]
 
 
 def bound_address(listen: str, port: int) -> str:

@@ -113,8 +113,9 @@ def serialized_examples(request_input: Any) -> list[bytes]:
         examples = [e.SerializeToString() for e in request_input.example_list.examples]
     elif kind == "example_list_with_context":
         ctx = request_input.example_list_with_context.context.SerializeToString()
-        examples = [ctx + e.SerializeToString()
-                    for e in request_input.example_list_with_context.examples]
+        examples = [
+            ctx + e.SerializeToString() for e in request_input.example_list_with_context.examples
+        ]
     else:
         examples = []
     if not examples:
@@ -300,8 +301,12 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     ) -> model_management_pb2.ReloadConfigResponse:
         # Never applied: a proxy test only needs to know whether the request got through.
         self.reload_requests.append(request)
-        print(f"testbackend: reload config request #{len(self.reload_requests)} recorded, "
-              "not applied", file=sys.stderr, flush=True)
+        print(
+            f"testbackend: reload config request #{len(self.reload_requests)} recorded, "
+            "not applied",
+            file=sys.stderr,
+            flush=True,
+        )
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = 0
         return response
