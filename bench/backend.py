@@ -3,7 +3,7 @@
 A sync `grpc.server` with a generic handler and no (de)serializers: every unary call
 gets the same small PredictResponse, and every message on a bidi stream gets one small
 reply. It is not TensorFlow on purpose: the bench measures what tfgate adds, so the
-backend must cost as little as possible (perf-facts.md: ~150 µs per call pinned).
+backend must cost as little as possible (docs/performance.md: ~150 µs per call pinned).
 
     python -m bench.backend --port 0 --ready-file PATH [--threads 16]
 """

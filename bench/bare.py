@@ -1,6 +1,6 @@
 """A bare raw-bytes forwarder: the floor any Python gRPC proxy pays on this machine.
 
-The perf-facts design with nothing else: a sync server, one generic handler, raw bytes,
+The cheapest design of docs/performance.md with nothing else: a sync server, one generic handler, raw bytes,
 a blocking upstream call, no TLS, no authentication, no policy, no audit. The bench runs
 it as a reference row so that tfgate's cost can be read against the floor measured in
 the same run, on the same machine, instead of against numbers from another machine.

@@ -1,25 +1,28 @@
-"""tfgate: an authenticating gRPC reverse proxy for TensorFlow Serving.
+"""tfgate: an authenticating gRPC reverse proxy for TensorFlow servers.
 
-One call walks one pipeline, one module per stage, in this order:
+A call walks one pipeline, a module per stage, in this order:
 
-1. transport (`tls.py`): the listener terminates TLS, by default requiring a client
-   certificate that chains to the configured CA (mTLS).
-2. authenticate (`authn/`): the client certificate (SPIFFE ID, DNS SANs, CN) and/or a
-   bearer JWT from `authorization` metadata become a `Principal`. Bad credentials end
-   the call with UNAUTHENTICATED.
-3. route (`routing.py`): the method path must be one tfgate knows; anything else is
-   refused (UNIMPLEMENTED), and the profiler and SessionService always are
-   (PERMISSION_DENIED).
-4. inspect (`inspect/`): the request bytes are parsed into `Facts` (models, versions,
-   signatures, tensor sizes). Unparsable requests end with INVALID_ARGUMENT.
-5. authorize (`policy.py`): default deny; some rule must grant principal × method ×
-   model × version × signature, or the call ends with PERMISSION_DENIED.
-6. limit (`limits.py`): sizes, rates and concurrency.
-7. forward (`forward.py`): the exact bytes received go to the upstream chosen by model
-   (`state.py`), minus credentials in metadata; deadline and cancellation propagate and
-   the upstream's status and trailers come back unchanged.
-8. audit (`audit.py`): one JSON event per call from the `Call` record (`call.py`).
+1. transport (`tls.py`, `server.py`): the listener terminates TLS, by default requiring a
+   client certificate that chains to the configured CA (mTLS). `server.py` is the gRPC
+   front; it hands each call to the admission path and then to forward.
+2. authenticate (`authn/`): the verified client certificate (SPIFFE ID, DNS SANs, CN)
+   and/or a bearer JWT from `authorization` metadata become a `Principal`.
+3. route (`routing.py`): the path must be a method of an enabled family (`families/`: TF
+   Serving today), else UNIMPLEMENTED; the profiler and SessionService are always refused.
+4. authorize the method (`policy.py`): a caller no rule lets call it is refused before
+   its body is parsed.
+5. inspect (`inspect/`): the request bytes become `Facts` (models, versions, signatures,
+   tensor sizes), parsed with the server's own merge rules; unparsable: INVALID_ARGUMENT.
+6. authorize the facts (`policy.py`): default deny; some rule must grant principal ×
+   method × every model × version × signature, or PERMISSION_DENIED.
+7. limit (`limits.py`): sizes, then concurrency and rate.
+8. forward (`forward.py`, `metadata.py`): the exact bytes received go to the upstream the
+   route chose, minus credentials, plus the verified identity; deadline and cancellation
+   propagate and the upstream's status and trailers come back unchanged.
+9. audit (`audit.py`): one JSON event per call from the `Call` record (`call.py`).
 
-`server.py` holds the pipeline and the one place where a refusal becomes a status;
-`state.py` compiles a config into the objects a call uses; `cli.py` is the command line.
+Stages 2–7 are `admission.py`, which knows no transport. `errors.py` maps each reason to
+a status in one table. `state.py` compiles a config into the objects a call uses, and
+`runtime.py` holds the current State across reloads. `config/` declares every key;
+`cli.py` is the command line. Development tooling lives outside, in `tfgate_dev/`.
 """

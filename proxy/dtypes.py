@@ -1,5 +1,5 @@
 """TensorFlow DataType numbers: names, in-memory item sizes, and the `*_val` field each
-dtype is read from (tf-protocols.md §3.1-3.3; the field table was checked against
+dtype is read from (docs/wire-facts.md §2; the field table was checked against
 TF 2.21's own parser, `tf.io.parse_tensor`). Plain values, no protobuf: `limits.py` and
 the config use the names, `inspect/tensors.py` the sizes and fields.
 """
@@ -53,7 +53,7 @@ NEVER_ALLOWED: dict[int, str] = {0: "DT_INVALID", 20: "DT_RESOURCE", 21: "DT_VAR
 REF_OFFSET = 100  # DT_FLOAT_REF = 101 ... every value >= 101 is a reference type
 
 # Allowed by default: the dtypes real models take as inputs. Quantized, float8, int4/int2
-# and float4 are off unless a config lists them (tf-protocols.md §3.3 step 1).
+# and float4 are off unless a config lists them (docs/wire-facts.md §2.3).
 DEFAULT_ALLOWED = ("DT_FLOAT", "DT_DOUBLE", "DT_HALF", "DT_BFLOAT16", "DT_INT8", "DT_INT16",
                    "DT_INT32", "DT_INT64", "DT_UINT8", "DT_UINT16", "DT_UINT32", "DT_UINT64",
                    "DT_BOOL", "DT_STRING", "DT_COMPLEX64", "DT_COMPLEX128")

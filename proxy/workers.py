@@ -7,7 +7,7 @@ kernel spreads incoming *connections* (not calls) across workers.
 
 Why processes pinned to cores: one Python process runs on one core at a time (the
 GIL), and a sync gRPC server whose threads float across cores pays for every
-hand-off between its threads with a cross-core wake-up (perf-facts.md: ~600 µs per
+hand-off between its threads with a cross-core wake-up (docs/performance.md: ~600 µs per
 proxied call unpinned vs ~250 µs pinned).
 
 Default N: one per core this process may use (`os.sched_getaffinity`), lowered to a

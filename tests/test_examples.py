@@ -182,3 +182,12 @@ class TestReadme:
             data = yaml.safe_load(full)
             data["policy"]["rules"] = yaml.safe_load(snippet)
             validate_config(data, base_dir=tree / "examples")
+
+
+def test_readme_lists_every_reason():
+    """Every reason a call can end with is named in the README's list."""
+    from proxy.errors import Reason
+
+    text = README.read_text()
+    missing = [r.value for r in Reason if f"`{r.value}`" not in text]
+    assert missing == []

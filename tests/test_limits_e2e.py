@@ -1,5 +1,5 @@
 """End to end over real sockets: a plaintext loopback tfgate in front of a raw-bytes
-recording backend (no TensorFlow). Every request pattern of tf-protocols.md §7 that can
+recording backend (no TensorFlow). Every request pattern of docs/wire-facts.md §3 that can
 reach Predict/Classify/Regress/MultiInference is refused, audited and counted, and the
 backend receives nothing; accepted requests arrive byte for byte; the message cap holds
 for gzip-compressed messages; rate and concurrency limits hold for real concurrent
@@ -341,7 +341,7 @@ CORPUS: list[tuple[str, str, Callable[[], bytes], grpc.StatusCode, Reason, str]]
 
 
 class TestCorpus:
-    """tf-protocols.md §7: every pattern is refused before it reaches the backend."""
+    """docs/wire-facts.md §3: every pattern is refused before it reaches the backend."""
 
     @pytest.mark.parametrize("method, build, code, reason, text",
                              [c[1:] for c in CORPUS], ids=[c[0] for c in CORPUS])

@@ -1,5 +1,5 @@
 """Tests for proxy.inspect.tensors and proxy.inspect.examples: sizes from shape × dtype,
-and every representation TF would ignore, truncate or expand refused (tf-protocols.md §3, §7)."""
+and every representation TF would ignore, truncate or expand refused (docs/wire-facts.md §2, §3)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 ModelServer turns `Input` into one DT_STRING tensor of shape [examples], one serialized
 tf.Example per element, and with `example_list_with_context` it prepends the serialized
-context to *every* example (tf-protocols.md §1.3). So the server allocates about
+context to *every* example (docs/wire-facts.md §1.3). So the server allocates about
 24 × examples + Σ len(example) + examples × len(context) bytes: a 1 MiB context with
 10,000 empty examples is 10 GiB from a 1 MiB request. `ExampleFacts` carries what
 `limits.py` needs to refuse that:

@@ -1,5 +1,5 @@
 """Predict inputs: what ModelServer will allocate for each TensorProto, and whether tfgate
-can vouch for how it is written (tf-protocols.md §3.2-3.3).
+can vouch for how it is written (docs/wire-facts.md §2).
 
 Sizes come from shape × dtype, never from the values on the wire: TF fills a short value
 list by repeating its last value, so 30 bytes can ask for gigabytes. Every representation

@@ -3,7 +3,7 @@
 Servable lookup, default signature, error codes and messages follow tensorflow/serving
 (``predict_util.cc``, ``classifier.cc``, ``regressor.cc``, ``multi_inference.cc``,
 ``get_model_metadata_impl.cc``, ``get_model_status_impl.cc``); see
-shared/reference/tf-protocols.md §1. Predict outputs are built with ``tf.make_tensor_proto``.
+docs/wire-facts.md §1. Predict outputs are built with ``tf.make_tensor_proto``.
 Errors are raised as ``ServingError`` and turned into a status by the wrapper in ``server.py``.
 
 This module imports TensorFlow: only the backend subprocess may import it.
