@@ -40,6 +40,8 @@ def event_fields(call: Call) -> dict[str, Any]:
         "latency_ms": round(call.latency_ms(), 3),
         "bytes_in": call.bytes_in,
         "bytes_out": call.bytes_out,
+        "messages_in": call.messages_in,
+        "messages_out": call.messages_out,
         "upstream": call.upstream,
     }
     if call.code is not Code.OK:

@@ -93,7 +93,6 @@ class ExampleFacts:
     max_features: int
     max_value_bytes: int
     context_bytes: int
-    serialized_bytes: int
     decoded_bytes: int = 0  # the DT_STRING tensor the server builds from the examples
 
 

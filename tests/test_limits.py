@@ -138,12 +138,12 @@ class TestTensorLimits:
 
 
 EXAMPLE_BOUNDARIES = [
-    ("max_examples", 100, lambda v: ExampleFacts(v, 1, 10, 0, 10 * v, 34 * v)),
-    ("max_features", 20, lambda v: ExampleFacts(1, v, 10, 0, 10, 34)),
-    ("max_value_bytes", 500, lambda v: ExampleFacts(1, 1, v, 0, v, v + 24)),
-    ("max_context_copy_bytes", 1000, lambda v: ExampleFacts(10, 1, 1, v // 10, v // 10,
+    ("max_examples", 100, lambda v: ExampleFacts(v, 1, 10, 0, 34 * v)),
+    ("max_features", 20, lambda v: ExampleFacts(1, v, 10, 0, 34)),
+    ("max_value_bytes", 500, lambda v: ExampleFacts(1, 1, v, 0, v + 24)),
+    ("max_context_copy_bytes", 1000, lambda v: ExampleFacts(10, 1, 1, v // 10,
                                                             10 * 24 + v)),
-    ("max_decoded_bytes", 5000, lambda v: ExampleFacts(1, 1, 1, 0, v - 24, v)),
+    ("max_decoded_bytes", 5000, lambda v: ExampleFacts(1, 1, 1, 0, v)),
 ]
 
 
@@ -162,8 +162,8 @@ class TestExampleLimits:
         assert reject.message.endswith(f"({key})") and f"max {value}" in reject.message
 
     def test_context_amplification_by_default(self) -> None:
-        """§7: 1 MiB context × 10k empty examples is refused by the defaults."""
-        facts = ExampleFacts(10_000, 1, MiB, MiB, MiB, 10_000 * (24 + MiB))
+        """docs/wire-facts.md §1.3: 1 MiB context × 10k empty examples is refused by the defaults."""
+        facts = ExampleFacts(10_000, 1, MiB, MiB, 10_000 * (24 + MiB))
         reject = refusal(limiter(), Facts(targets=(target(),), examples=facts))
         assert "10000 examples × 1048576-byte context" in reject.message
 

@@ -164,14 +164,14 @@ class TestValues:
     """The value-count policy: N values, 1 (repeated), or none (zero fill)."""
 
     def test_scalar_broadcast_is_sized_from_shape(self) -> None:
-        """§7: dim [1e9] with one float_val is 1e9 elements, 4 GB: the 30 bytes do not count."""
+        """docs/wire-facts.md §2: dim [1e9] with one float_val is 1e9 elements, 4 GB: the 30 bytes do not count."""
         t = tensor(FLOAT, [10**9], float_val=[1.0])
         assert len(t.SerializeToString()) < 30
         got = facts(t)
         assert (got.elements, got.decoded_bytes) == (10**9, 4 * 10**9)
 
     def test_string_broadcast(self) -> None:
-        """§7: dim [1e5] with one 1 MiB string_val is 1e5 copies of it."""
+        """docs/wire-facts.md §2: dim [1e5] with one 1 MiB string_val is 1e5 copies of it."""
         got = facts(tensor(STRING, [10**5], string_val=[b"a" * 2**20]))
         assert got.max_string_bytes == 2**20
         assert got.string_bytes == 10**5 * 2**20
@@ -183,7 +183,7 @@ class TestValues:
         assert facts(tensor(FLOAT, [4], float_val=[1.0] * count)).elements == 4
 
     def test_more_values_than_elements(self) -> None:
-        """§7 count > N: TF would silently drop the extra values."""
+        """docs/wire-facts.md §2: count > N: TF would silently drop the extra values."""
         assert refused(tensor(FLOAT, [2], float_val=[1, 2, 3])) == 'input "x": 3 values > 2 elements'
 
     def test_one_value_for_zero_elements(self) -> None:
@@ -195,7 +195,7 @@ class TestValues:
         assert "2 values for 4 elements" in refused(tensor(FLOAT, [4], float_val=[1, 2]))
 
     def test_wrong_field(self) -> None:
-        """§7: values in a field that does not belong to the dtype (FLOAT with int64_val)."""
+        """docs/wire-facts.md §2: values in a field that does not belong to the dtype (FLOAT with int64_val)."""
         assert refused(tensor(FLOAT, [1], int64_val=[1])) == (
             'input "x": int64_val does not belong to dtype DT_FLOAT (it reads float_val)')
 
@@ -207,7 +207,7 @@ class TestValues:
     @pytest.mark.parametrize("dtype, field", [(COMPLEX64, "scomplex_val"),
                                               (COMPLEX128, "dcomplex_val")])
     def test_odd_complex(self, dtype: int, field: str) -> None:
-        """§7: an odd number of complex parts is refused (TF would floor it)."""
+        """docs/wire-facts.md §2: an odd number of complex parts is refused (TF would floor it)."""
         assert "odd number of values (3)" in refused(tensor(dtype, [2], **{field: [1, 2, 3]}))
 
     def test_complex_counts_pairs(self) -> None:
@@ -240,7 +240,7 @@ class TestTensorContent:
 
     @pytest.mark.parametrize("size", [15, 17, 4])
     def test_wrong_length(self, size: int) -> None:
-        """§7: a length other than N × itemsize is refused."""
+        """docs/wire-facts.md §2: a length other than N × itemsize is refused."""
         assert refused(tensor(FLOAT, [2, 2], tensor_content=b"\0" * size)) == (
             f'input "x": tensor_content has {size} bytes, expected 4 elements × 4 = 16')
 
@@ -249,12 +249,12 @@ class TestTensorContent:
         assert "expected 0 elements" in refused(tensor(FLOAT, [0], tensor_content=b"\0" * 4))
 
     def test_content_and_values(self) -> None:
-        """§7: tensor_content and float_val both set is refused (TF ignores the values)."""
+        """docs/wire-facts.md §2: tensor_content and float_val both set is refused (TF ignores the values)."""
         assert refused(tensor(FLOAT, [1], tensor_content=b"\0" * 4, float_val=[1])) == (
             'input "x": tensor_content and float_val are both set')
 
     def test_bool_bytes(self) -> None:
-        """§7: bool content must be 0 or 1 bytes."""
+        """docs/wire-facts.md §2: bool content must be 0 or 1 bytes."""
         assert facts(tensor(BOOL, [3], tensor_content=b"\0\1\0")).decoded_bytes == 3
         assert "other than 0 and 1" in refused(tensor(BOOL, [3], tensor_content=b"\0\2\0"))
 
@@ -266,7 +266,7 @@ class TestTensorContent:
         assert got.decoded_bytes == 3 * 24 + 302
 
     def test_one_byte_for_a_billion_strings(self) -> None:
-        """§7: 1 byte of string content with dim [1e9] is refused at once (TF would
+        """docs/wire-facts.md §2: 1 byte of string content with dim [1e9] is refused at once (TF would
         allocate ~28 GB first)."""
         start = time.perf_counter()
         message = refused(tensor(STRING, [10**9], tensor_content=b"\x00"))
@@ -398,12 +398,11 @@ class TestExamples:
         per_example = example_pb2.Example()
         for j in range(2):
             per_example.features.feature[f"f{j}"].float_list.value.append(1.0)
-        assert got.serialized_bytes == 3 * per_example.ByteSize() + got.context_bytes
         assert got.decoded_bytes == 3 * (24 + got.context_bytes) + 3 * per_example.ByteSize()
         assert 100 < got.max_value_bytes < 120              # the context's feature
 
     def test_large_context_many_empty_examples(self) -> None:
-        """§7: a 1 MiB context with 10k empty examples is ~10 GB once the server expands it."""
+        """docs/wire-facts.md §1.3: a 1 MiB context with 10k empty examples is ~10 GB once the server expands it."""
         value = example_pb2.Input()
         value.example_list_with_context.context.features.feature["c"].bytes_list.value.append(
             b"x" * 2**20)

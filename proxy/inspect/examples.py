@@ -13,7 +13,7 @@ context to *every* example (docs/wire-facts.md §1.3). So the server allocates a
 - max_value_bytes: the largest single feature as serialized (its name and its value list:
   bytes_list elements, 4 bytes per float, 1-10 bytes per int64), in any example or the
   context. Numeric lists are counted as sent, which is what the server copies around.
-- context_bytes, serialized_bytes (examples + context), decoded_bytes (as above).
+- context_bytes, decoded_bytes (as above).
 
 Cost: the work is done in C where it can be (sizes, feature lengths via a "merged" parse
 that folds every example's features into one list); only the per-example feature count
@@ -92,6 +92,5 @@ def inspect_input(value: Input | None) -> ExampleFacts:
         max_features=most_features + context_features,
         max_value_bytes=max_value,
         context_bytes=context_bytes,
-        serialized_bytes=example_bytes + context_bytes,
         decoded_bytes=count * (TSTRING_BYTES + context_bytes) + example_bytes,
     )
