@@ -1,8 +1,8 @@
 """Admission: every check a call must pass before it may be forwarded, for any front.
 
-    start:   authenticate → route → authorize the method
+    start:   authenticate → route → authorize the method → a concurrency slot
     inspect: parse a request message into Facts → authorize them → size limits
-    admit:   concurrency and rate → upstream → upstream metadata and timeout
+    admit:   rate → upstream → upstream metadata and timeout
 
 No transport here (no grpc import): a front (the gRPC server, the REST listener) hands
 over a `Request`, what it knew when the call began, then the request messages, and gets
@@ -47,10 +47,13 @@ class Admitted:
     timeout: float | None
 
 
-def start(state: State, call: Call, request: Request) -> Method:
+def start(state: State, call: Call, request: Request, lease: Lease) -> Method:
+    """Everything the headers alone decide. `lease` receives the concurrency slot; the
+    front releases it when the call ends."""
     call.principal = state.authenticator.authenticate(request.certificate, request.metadata)
     method = state.methods.lookup(request.method)
     _authorize(state, call, method, NO_FACTS)
+    state.limits.hold(call.principal, lease)
     return method
 
 
@@ -63,11 +66,10 @@ def inspect(state: State, call: Call, method: Method, message: bytes) -> Facts:
     return facts
 
 
-def admit(state: State, call: Call, method: Method, facts: Facts, lease: Lease,
+def admit(state: State, call: Call, method: Method, facts: Facts,
           request: Request) -> Admitted:
-    """`lease` receives the concurrency slot; the front releases it when the call ends."""
     assert call.principal is not None  # start() ran
-    state.limits.admit(call.principal, facts, lease)
+    state.limits.admit(call.principal, facts)
     upstream = state.router.upstream_for(method, facts)
     call.upstream = upstream
     timeout = state.limits.timeout(request.deadline_s, unary=method.kind is Kind.UNARY_UNARY)

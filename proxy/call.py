@@ -37,6 +37,15 @@ class Principal:
             has_token=other.has_token,
         )
 
+    def limit_key(self) -> str:
+        """Who a caller is for concurrency and rate limits: the certificate identity when
+        there is one (the same certificate with or without a token is one caller), else
+        the token identity."""
+        if self.has_certificate:
+            return dataclasses.replace(self, subject=None, issuer=None, scopes=frozenset(),
+                                       has_token=False).display()
+        return self.display()
+
     def display(self) -> str:
         """A short, stable name for logs, limits and the identity header; never a secret.
         This is the one rendering of a principal. Each part is percent-encoded (so a CN or

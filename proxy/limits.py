@@ -32,19 +32,37 @@ _BUCKETS_PRUNE_AT = 10_000
 
 
 class LimitState:
-    """What the limits remember between calls and across reloads: token buckets, calls in
-    flight (per principal and in total), and refusals by limit name."""
+    """What the limits remember between calls and across reloads: calls in flight (per
+    caller and in total) and token buckets, in this process. `proxy/shared_limits.py`
+    implements the same four methods over shared memory, so that `--workers N` processes
+    enforce one instance-wide limit. One lock guards it (uncontended on the data plane's
+    single event-loop thread; operators' threads read it too)."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.buckets: dict[tuple[str, str], list[float]] = {}
-        self.prune_at = _BUCKETS_PRUNE_AT
+        self._lock = threading.Lock()
+        self.buckets: dict[tuple[str, str], list[float]] = {}  # (bucket, who) -> tokens, at
+        self._prune_at = _BUCKETS_PRUNE_AT
         self.in_flight: dict[str, int] = {}
         self.total = 0
         self.hits = Counters()
 
+    def hold(self, who: str, per_principal: int | None, total: int | None) -> str | None:
+        """Take a slot for `who`; the name of the cap that refused, or None."""
+        with self._lock:
+            return self._hold(who, per_principal, total)
+
+    def _hold(self, who: str, per_principal: int | None, total: int | None) -> str | None:
+        held = self.in_flight.get(who, 0)
+        if total is not None and self.total >= total:
+            return "concurrency.total"
+        if per_principal is not None and held >= per_principal:
+            return "concurrency.per_principal"
+        self.in_flight[who] = held + 1
+        self.total += 1
+        return None
+
     def release(self, who: str) -> None:
-        with self.lock:
+        with self._lock:
             held = self.in_flight.get(who, 0) - 1
             if held > 0:
                 self.in_flight[who] = held
@@ -52,9 +70,36 @@ class LimitState:
                 self.in_flight.pop(who, None)
             self.total -= 1
 
+    def take(self, who: str, buckets: list[tuple[str, RateLimit]], now: float) -> str | None:
+        """A token from every bucket or from none; the bucket that refused, or None."""
+        with self._lock:
+            return self._take(who, buckets, now)
+
+    def _take(self, who: str, buckets: list[tuple[str, RateLimit]], now: float) -> str | None:
+        states = []
+        for key, rate in buckets:
+            state = self.buckets.get((key, who))
+            tokens = float(rate.burst) if state is None else min(
+                float(rate.burst), state[0] + (now - state[1]) * rate.rate)
+            if tokens < 1.0:
+                return key
+            states.append(((key, who), tokens, rate))
+        for bucket_key, tokens, rate in states:
+            self.buckets[bucket_key] = [tokens - 1.0, now, rate.rate, float(rate.burst)]
+        if len(self.buckets) > self._prune_at:
+            self._prune(now)
+        return None
+
+    def _prune(self, now: float) -> None:
+        """Forget buckets that have refilled: a full bucket is the same as none."""
+        for key, (tokens, then, rate, burst) in list(self.buckets.items()):
+            if tokens + (now - then) * rate >= burst:
+                del self.buckets[key]
+        self._prune_at = max(_BUCKETS_PRUNE_AT, 2 * len(self.buckets))
+
     def snapshot(self) -> tuple[int, dict[str, int]]:
-        """(total, per principal) calls in flight now; for tests and operators."""
-        with self.lock:
+        """(total, per caller) calls in flight now; for tests and operators."""
+        with self._lock:
             return self.total, dict(self.in_flight)
 
 
@@ -169,7 +214,8 @@ def _merge(base: _Section, override: _Section | None) -> _Section:
 
 
 class Limiter:
-    """Built once per config (`state.py`); per call: `admit`, `check`, `timeout`."""
+    """Built once per config (`state.py`); per call: `hold` when it starts, `check` per
+    message, `admit` once the first message passed, `timeout` for the upstream call."""
 
     def __init__(self, cfg: Limits, state: LimitState, clock: Clock = time.monotonic) -> None:
         self._cfg = cfg
@@ -224,73 +270,41 @@ class Limiter:
                 self.state.hits.add(refused.limit)
                 raise
 
-    # -- rate and concurrency -------------------------------------------------------
+    # -- concurrency and rate -------------------------------------------------------
 
-    def admit(self, principal: Principal, facts: Facts, lease: Lease) -> None:
-        """A concurrency slot (into `lease`), then a rate token; sizes are `check`'s."""
-        all_caps = self._all_caps(facts)
-        who = principal.display()
-        buckets = [("", self._cfg.rate)] if self._cfg.rate else []
-        buckets += [(c.rate_key, c.rate) for c in all_caps if c.rate_key and c.rate]
-        per_principal, total = self._cfg.concurrency.per_principal, self._cfg.concurrency.total
-        shared = self.state
-        refused: Reject | None
-        with shared.lock:
-            held = shared.in_flight.get(who, 0)
-            if total is not None and shared.total >= total:
-                refused = self._refuse("concurrency.total", Reason.CONCURRENCY_LIMITED,
-                                       f"concurrency limit: {total} calls in flight (total)")
-            elif per_principal is not None and held >= per_principal:
-                refused = self._refuse("concurrency.per_principal", Reason.CONCURRENCY_LIMITED,
-                                       f"concurrency limit: {per_principal} calls in flight "
-                                       "for this principal (per_principal)")
-            else:
-                refused = self._take_tokens(who, buckets)
-            if refused is None:
-                shared.in_flight[who] = held + 1
-                shared.total += 1
-                lease._held, lease._key = shared, who
+    def hold(self, principal: Principal, lease: Lease) -> None:
+        """A concurrency slot for the caller, taken when the call starts (before its body
+        is read), into `lease`, which the front releases when the call ends."""
+        who = principal.limit_key()
+        cfg = self._cfg.concurrency
+        refused = self.state.hold(who, cfg.per_principal, cfg.total)
+        if refused == "concurrency.total":
+            raise self._refuse(refused, Reason.CONCURRENCY_LIMITED,
+                               f"concurrency limit: {cfg.total} calls in flight (total)")
         if refused is not None:
-            raise refused
+            raise self._refuse(refused, Reason.CONCURRENCY_LIMITED,
+                               f"concurrency limit: {cfg.per_principal} calls in flight "
+                               "for this principal (per_principal)")
+        lease._held, lease._key = self.state, who
+
+    def admit(self, principal: Principal, facts: Facts) -> None:
+        """A rate token from the global bucket and every per-model bucket the request's
+        models use, all or none; sizes are `check`'s, run before."""
+        buckets = [("", self._cfg.rate)] if self._cfg.rate else []
+        buckets += [(c.rate_key, c.rate) for c in self._all_caps(facts) if c.rate_key and c.rate]
+        if not buckets:
+            return
+        refused = self.state.take(principal.limit_key(), buckets, self._clock())
+        if refused is not None:
+            rate = dict(buckets)[refused]
+            limit = f"{refused}.rate" if refused else "rate"
+            raise self._refuse(limit, Reason.RATE_LIMITED,
+                               f"rate limit: more than {rate.rate:g} calls/s (burst "
+                               f"{rate.burst}) for this principal ({limit})")
 
     def _refuse(self, limit: str, reason: Reason, message: str) -> Reject:
         self.state.hits.add(limit)
         return Reject(reason, message)
-
-    def _take_tokens(self, who: str, buckets: list[tuple[str, RateLimit]]) -> Reject | None:
-        """All or nothing: a token from every bucket, or from none."""
-        if not buckets:
-            return None
-        now = self._clock()
-        states = []
-        for key, rate in buckets:
-            state = self.state.buckets.get((key, who))
-            if state is None:
-                state = [float(rate.burst), now]
-            tokens = min(float(rate.burst), state[0] + (now - state[1]) * rate.rate)
-            if tokens < 1.0:
-                limit = f"{key}.rate" if key else "rate"
-                return self._refuse(limit, Reason.RATE_LIMITED,
-                                    f"rate limit: more than {rate.rate:g} calls/s (burst "
-                                    f"{rate.burst}) for this principal ({limit})")
-            states.append(((key, who), tokens))
-        held = self.state.buckets
-        for bucket_key, tokens in states:
-            held[bucket_key] = [tokens - 1.0, now]
-        if len(held) > self.state.prune_at:
-            self._prune(now)
-        return None
-
-    def _prune(self, now: float) -> None:
-        """Forget buckets that have refilled: a full bucket is the same as none."""
-        rates = {"": self._cfg.rate, **{c.rate_key: c.rate for _, _, c in self._overrides
-                                         if c.rate_key}}
-        buckets = self.state.buckets
-        for key, (tokens, then) in list(buckets.items()):
-            rate = rates.get(key[0])
-            if rate is None or tokens + (now - then) * rate.rate >= rate.burst:
-                del buckets[key]
-        self.state.prune_at = max(_BUCKETS_PRUNE_AT, 2 * len(buckets))
 
     # -- deadlines ------------------------------------------------------------------
 

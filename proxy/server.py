@@ -84,7 +84,7 @@ class Gateway(grpc.GenericRpcHandler):
         refused by `admission.start`'s route stage."""
         def refuse(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
             with _Boundary(self.runtime, context, Call(path, context.peer())) as b:
-                admission.start(b.state, b.call, request_of(context, path))
+                admission.start(b.state, b.call, request_of(context, path), b.lease)
             yield from ()
         return grpc.stream_stream_rpc_method_handler(refuse)
 
@@ -93,11 +93,11 @@ class Gateway(grpc.GenericRpcHandler):
     def _admit(self, b: _Boundary, path: str, first: bytes | None) -> tuple[
             Method, admission.Admitted, forward.Upstream]:
         request = request_of(b.context, path)
-        method = admission.start(b.state, b.call, request)
+        method = admission.start(b.state, b.call, request, b.lease)
         facts = admission.NO_FACTS
         if first is not None:
             facts = admission.inspect(b.state, b.call, method, first)
-        admitted = admission.admit(b.state, b.call, method, facts, b.lease, request)
+        admitted = admission.admit(b.state, b.call, method, facts, request)
         return method, admitted, b.state.upstreams[admitted.upstream]
 
     def _check(self, b: _Boundary, method: Method) -> Callable[[bytes], None]:

@@ -39,7 +39,7 @@ def state(pki, signing) -> State:
 def start(state: State, pem: bytes | None, path: str = PREDICT,
           metadata: tuple = ()) -> tuple[Call, Method]:
     call = Call(path, "test")
-    return call, admission.start(state, call, Request(path, metadata, pem))
+    return call, admission.start(state, call, Request(path, metadata, pem), Lease())
 
 
 class TestStart:
@@ -80,14 +80,15 @@ class TestInspectAndAdmit:
     def test_unary_flow(self, state, pki) -> None:
         """start → inspect → admit: facts recorded, upstream chosen, credentials stripped
         and the identity added, the default deadline applied."""
-        metadata = (("authorization", "Bearer x"), ("x-request-id", "7"),
+        metadata = (("cookie", "session=1"), ("x-request-id", "7"),
                     ("x-tfgate-principal", "forged"))
-        call, method = start(state, pki.alice.cert_pem)
+        lease = Lease()
+        call = Call(PREDICT, "test")
+        request = Request(PREDICT, metadata, pki.alice.cert_pem)
+        method = admission.start(state, call, request, lease)
         facts = admission.inspect(state, call, method, predict_bytes("half_plus_two", 2))
         assert call.facts is facts and facts.targets[0].version == 2
-        lease = Lease()
-        admitted = admission.admit(state, call, method, facts, lease,
-                                   Request(PREDICT, metadata, pki.alice.cert_pem))
+        admitted = admission.admit(state, call, method, facts, request)
         assert admitted.upstream == "serving" == call.upstream
         assert admitted.metadata == (("x-request-id", "7"), ("x-tfgate-principal", TEAM_A))
         assert admitted.timeout == state.config.limits.deadline.default_s

@@ -279,44 +279,44 @@ class TestRate:
         clock = [100.0]
         lim = limiter(clock, rate={"rate": 2, "burst": 3}, concurrency={"per_principal": None})
         for _ in range(3):
-            lim.admit(ALICE, predict(), Lease())
+            lim.admit(ALICE, predict())
         with pytest.raises(Reject) as info:
-            lim.admit(ALICE, predict(), Lease())
+            lim.admit(ALICE, predict())
         assert (info.value.code, info.value.reason) == (Code.RESOURCE_EXHAUSTED,
                                                         Reason.RATE_LIMITED)
         assert info.value.message == ("rate limit: more than 2 calls/s (burst 3) for this "
                                       "principal (rate)")
         clock[0] += 0.49
         with pytest.raises(Reject):
-            lim.admit(ALICE, predict(), Lease())
+            lim.admit(ALICE, predict())
         clock[0] += 0.01
-        lim.admit(ALICE, predict(), Lease())
+        lim.admit(ALICE, predict())
         clock[0] += 100
         for _ in range(3):  # refills up to burst, not beyond
-            lim.admit(ALICE, predict(), Lease())
+            lim.admit(ALICE, predict())
         with pytest.raises(Reject):
-            lim.admit(ALICE, predict(), Lease())
+            lim.admit(ALICE, predict())
 
     def test_per_principal(self) -> None:
         """Each principal has its own bucket."""
         lim = limiter(rate={"rate": 1, "burst": 1})
-        lim.admit(ALICE, predict(), Lease())
-        lim.admit(BOB, predict(), Lease())
+        lim.admit(ALICE, predict())
+        lim.admit(BOB, predict())
         with pytest.raises(Reject):
-            lim.admit(ALICE, predict(), Lease())
+            lim.admit(ALICE, predict())
 
     def test_per_model_bucket(self) -> None:
         """A model's own bucket applies on top of the global one, all or nothing."""
         lim = limiter(rate={"rate": 1, "burst": 3},
                       models=[{"models": ["slow"], "rate": {"rate": 1, "burst": 1}}])
-        lim.admit(ALICE, predict(model="slow"), Lease())
+        lim.admit(ALICE, predict(model="slow"))
         with pytest.raises(Reject) as info:
-            lim.admit(ALICE, predict(model="slow"), Lease())
+            lim.admit(ALICE, predict(model="slow"))
         assert info.value.message.endswith("(models[0].rate)")
-        lim.admit(ALICE, predict(model="fast"), Lease())   # the refusal took no global token
-        lim.admit(ALICE, predict(model="fast"), Lease())
+        lim.admit(ALICE, predict(model="fast"))   # the refusal took no global token
+        lim.admit(ALICE, predict(model="fast"))
         with pytest.raises(Reject, match=r"\(rate\)"):
-            lim.admit(ALICE, predict(model="fast"), Lease())
+            lim.admit(ALICE, predict(model="fast"))
         assert lim.state.hits.snapshot() == {"models[0].rate": 1, "rate": 1}
 
     def test_size_refusal_takes_no_token(self) -> None:
@@ -324,14 +324,14 @@ class TestRate:
         lim = limiter(rate={"rate": 1, "burst": 1})
         with pytest.raises(Reject, match="max_elements"):
             lim.check(predict(tensor((10**9,))))
-        lim.admit(ALICE, predict(), Lease())
+        lim.admit(ALICE, predict())
 
     def test_full_buckets_are_forgotten(self) -> None:
         """Many principals do not grow memory once their buckets have refilled."""
         clock = [0.0]
         lim = limiter(clock, rate={"rate": 1000, "burst": 10}, concurrency={"per_principal": None})
         for i in range(10_001):
-            lim.admit(Principal(subject=f"p{i}", issuer="i", has_token=True), predict(), Lease())
+            lim.admit(Principal(subject=f"p{i}", issuer="i", has_token=True), predict())
             clock[0] += 0.001 if i < 10_000 else 10
         assert len(lim.state.buckets) < 100
 
@@ -344,31 +344,31 @@ class TestConcurrency:
         lim = limiter(concurrency={"per_principal": 2})
         leases = [Lease(), Lease()]
         for lease in leases:
-            lim.admit(ALICE, predict(), lease)
+            lim.hold(ALICE, lease)
         with pytest.raises(Reject) as info:
-            lim.admit(ALICE, predict(), Lease())
+            lim.hold(ALICE, Lease())
         assert info.value.reason is Reason.CONCURRENCY_LIMITED
         assert "2 calls in flight for this principal" in info.value.message
-        lim.admit(BOB, predict(), Lease())
+        lim.hold(BOB, Lease())
         leases[0].release()
-        lim.admit(ALICE, predict(), Lease())
+        lim.hold(ALICE, Lease())
 
     def test_total(self) -> None:
         """The total cap counts every principal."""
         lim = limiter(concurrency={"per_principal": None, "total": 2})
         first, second = Lease(), Lease()
-        lim.admit(ALICE, predict(), first)
-        lim.admit(BOB, predict(), second)
+        lim.hold(ALICE, first)
+        lim.hold(BOB, second)
         with pytest.raises(Reject, match=r"\(total\)"):
-            lim.admit(Principal(subject="carol", issuer="i", has_token=True), predict(), Lease())
+            lim.hold(Principal(subject="carol", issuer="i", has_token=True), Lease())
         second.release()
-        lim.admit(ALICE, predict(), Lease())
+        lim.hold(ALICE, Lease())
 
     def test_release_is_idempotent(self) -> None:
         """Releasing twice frees one slot; an unused lease releases nothing."""
         lim = limiter()
         lease = Lease()
-        lim.admit(ALICE, predict(), lease)
+        lim.hold(ALICE, lease)
         assert lim.state.snapshot() == (1, {ALICE.display(): 1})
         lease.release()
         lease.release()
@@ -376,15 +376,26 @@ class TestConcurrency:
         assert lim.state.snapshot() == (0, {})
 
     def test_refused_call_holds_nothing(self) -> None:
-        """A call refused by a size or rate limit takes no slot."""
-        lim = limiter(rate={"rate": 1, "burst": 1})
-        lease = Lease()
-        lim.admit(ALICE, predict(), lease)
+        """A call refused by a concurrency cap takes no slot."""
+        lim = limiter(concurrency={"per_principal": 1})
+        lim.hold(ALICE, Lease())
         with pytest.raises(Reject):
-            lim.check(predict(tensor((10**9,))))
-        with pytest.raises(Reject):
-            lim.admit(ALICE, predict(), Lease())
-        assert lim.state.snapshot()[0] == 1
+            lim.hold(ALICE, Lease())
+        assert lim.state.snapshot() == (1, {ALICE.limit_key(): 1})
+
+    def test_certificate_with_and_without_token_is_one_caller(self) -> None:
+        """A certificate alone and the same certificate plus a token share one slot
+        count and one bucket; a token alone is its own caller."""
+        cert = Principal(spiffe_id="spiffe://td/a", has_certificate=True)
+        both = cert.merged(ALICE)
+        lim = limiter(concurrency={"per_principal": 1}, rate={"rate": 1, "burst": 1})
+        lim.hold(cert, Lease())
+        with pytest.raises(Reject, match="per_principal"):
+            lim.hold(both, Lease())
+        lim.hold(ALICE, Lease())
+        lim.admit(both, predict())
+        with pytest.raises(Reject, match=r"\(rate\)"):
+            lim.admit(cert, predict())
 
     def test_threads(self) -> None:
         """Concurrent admits never exceed the cap (counts only)."""
@@ -395,7 +406,7 @@ class TestConcurrency:
             barrier.wait()
             lease = Lease()
             try:
-                lim.admit(ALICE, predict(), lease)
+                lim.hold(ALICE, lease)
                 admitted.append(lease)
             except Reject:
                 refused.append(1)
