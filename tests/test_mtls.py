@@ -105,7 +105,7 @@ def _id_of_length(n: int) -> str:
     head = "spiffe://td/" + "/".join(["a" * 99] * 19) + "/"
     return head + "b" * (n - len(head))
 
-# Well-formed leaf SPIFFE IDs, at the edges of what SPIFFE-ID.md §2 allows.
+# Well-formed leaf SPIFFE IDs, at the edges of what the SPIFFE ID standard allows.
 VALID_IDS = [
     SPIFFE,
     "spiffe://td/a",

@@ -5,10 +5,11 @@ this module only reads the leaf. Parsing costs tens of microseconds, so identiti
 cached by the certificate's PEM (one entry per distinct client certificate).
 
 A URI SAN is the certificate's SPIFFE ID only if it is the certificate's one URI SAN
-(X.509-SVID §2: one with several must be rejected) and it is a well-formed leaf SPIFFE ID
-(`is_spiffe_id`). Otherwise the certificate has no SPIFFE identity, so no `spiffe` rule can
-match it; its DNS SANs and CN still count. A rule glob is not a validator: `team-a/*`
-matches `team-a/..`, `team-a/%2e%2e` and `team-a/x?admin`; here none of them is an ID.
+(the X.509-SVID standard, §2: an SVID with several must be rejected) and it is a
+well-formed leaf SPIFFE ID (`is_spiffe_id`; docs/identity.md). Otherwise the certificate
+has no SPIFFE identity, so no `spiffe` rule can match it; its DNS SANs and CN still count.
+A rule glob is not a validator: `team-a/*` matches `team-a/..`, `team-a/%2e%2e` and
+`team-a/x?admin`; none of them is an ID here.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from proxy.call import Principal
 
 ANONYMOUS = Principal()
 
-# SPIFFE-ID.md §2: the scheme exactly as `spiffe://` (we accept one spelling); a trust
+# The SPIFFE ID standard, §2: the scheme exactly as `spiffe://` (one spelling); a trust
 # domain of lowercase letters, digits, `.`, `-`, `_` (no userinfo, port, percent-encoding,
 # at most 255 bytes); then one or more path segments of letters, digits, `.`, `-`, `_`,
 # none empty, `.` or `..` (so no trailing `/`, query, fragment or percent-encoding).
-# X.509-SVID §3.1 and §5.2: a leaf's ID has a non-root path, so at least one segment.
+# The X.509-SVID standard, §3.1 and §5.2: a leaf's ID has a non-root path, so at least
+# one segment.
 _SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]{1,255}(?:/(?!\.\.?(?:/|\Z))[A-Za-z0-9._-]+)+")
-MAX_SPIFFE_ID_BYTES = 2048  # SPIFFE-ID.md §2.3; the pattern admits ASCII only
+MAX_SPIFFE_ID_BYTES = 2048  # the standard's §2.3; the pattern admits ASCII only
 
 
 def is_spiffe_id(value: str) -> bool:
