@@ -16,16 +16,17 @@ context to *every* example (tf-protocols.md §1.3). So the server allocates abou
 - context_bytes, serialized_bytes (examples + context), decoded_bytes (as above).
 
 Sizes are judged as the server may pay them, so each is the larger of two readings. The
-lists are `[lazy = true]` in input.proto and the server reads them as raw bytes
-(`SerializedInput`: `repeated bytes examples`, `bytes context`), copying the context as it
-came on the wire; a fully parsed `Input` instead holds the context with duplicate map
-entries merged (last wins). A context of 1024 entries of one 1 KiB feature is 1 MiB on the
-wire and 1 KiB parsed, and the raw 1 MiB may be copied into every example. So
-context_bytes = max(every context byte on the wire, the parsed context's size), and the
-example bytes likewise. The wire reading comes from the request bytes, parsed once more in
-C with a schema of `bytes` fields (`_Wire*`): list occurrences concatenate, as a lazy field
-merges, and every occurrence of `context` counts, so a split or repeated context is never
-cheaper than the bytes sent.
+lists are `[lazy = true]` in input.proto and the server reads them back as raw bytes
+(`SerializedInput`: `repeated bytes examples`, `bytes context`), so where the runtime
+keeps them lazy it copies the context as it came on the wire; an eagerly parsed `Input`
+instead holds the context with duplicate map entries merged (last wins). A context of
+1024 entries of one 1 KiB feature is 1 MiB on the wire and 1 KiB parsed, and the raw
+1 MiB may be copied into every example. So context_bytes = max(every context byte on the
+wire, the parsed context's size), and the example bytes likewise. The wire reading comes
+from the request bytes, parsed once more in C with a schema of `bytes` fields (`_Wire*`):
+list occurrences concatenate, as a lazy field merges, and every occurrence of `context`
+counts, so a split or repeated context is never cheaper than the bytes sent
+(docs/wire-facts.md).
 
 Cost: the work is done in C where it can be (sizes, feature lengths via a "merged" parse
 that folds every example's features into one list); only the per-example feature count
