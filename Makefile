@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both set up what they need first.
-.PHONY: setup demo test test-fast bench protos docs
+.PHONY: setup demo test test-fast lint bench protos docs
 
 setup:
 	@scripts/setup
@@ -9,6 +9,11 @@ demo: setup
 
 test: setup
 	.venv/bin/python -m pytest -q
+
+# ruff (lint) and mypy (types of the shipped proxy), both configured in pyproject.toml.
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/mypy
 
 test-fast: setup
 	.venv/bin/python -m pytest -q -m "not tf"

@@ -3,7 +3,7 @@
 The chart passes `tfgate.authn`, `.identity`, `.policy` and `.audit` through to tfgate's
 config verbatim, so their schemas are generated from tfgate's own pydantic models (the
 one place each key is declared); `helm lint`/`install` then reject bad values early.
-Run `python helm/schema.py` after changing proxy/config.py; tests/test_helm.py checks
+Run `python helm/schema.py` after changing proxy/config/; tests/test_helm.py checks
 that the committed file is current.
 """
 

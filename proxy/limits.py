@@ -12,6 +12,7 @@ is INVALID_ARGUMENT; messages name the input, the value and the limit key, e.g.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from proxy.call import ExampleFacts, Facts, ModelTarget, Principal, TensorFacts
 from proxy.config.limits import ExampleLimits, Limits, RateLimit, TensorLimits
 from proxy.counters import Counters
 from proxy.dtypes import BY_NAME, name_of
-from proxy.errors import Reason, Reject
+from proxy.errors import ConfigError, Reason, Reject
 from proxy.globs import compile_globs
 from proxy.inspect.tensors import label
 
@@ -189,6 +190,13 @@ def check_sizes(caps: Caps, facts: Facts) -> None:
         check_examples(caps, facts.examples)
 
 
+def _globs(patterns: list[str], where: str) -> re.Pattern[str]:
+    try:
+        return compile_globs(patterns)
+    except ValueError as exc:
+        raise ConfigError(where, str(exc)) from None
+
+
 _Section = TypeVar("_Section", TensorLimits, ExampleLimits)
 
 
@@ -223,7 +231,8 @@ class Limiter:
         self._clock = clock
         self._global = self._caps("limits", cfg.tensors, cfg.examples, None, None)
         self._overrides = [
-            (compile_globs(m.models), compile_globs(m.signatures),
+            (_globs(m.models, f"limits.models[{i}].models"),
+             _globs(m.signatures, f"limits.models[{i}].signatures"),
              self._caps(f"limits.models[{i}]", _merge(cfg.tensors, m.tensors),
                         _merge(cfg.examples, m.examples), m.rate,
                         f"models[{i}]" if m.rate else None))

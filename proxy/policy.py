@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from proxy import config
 from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget, Principal
 from proxy.errors import ConfigError, Reason
-from proxy.globs import compile_globs
+from proxy.globs import DNS_LABELS, SEGMENTS, compile_globs
 from proxy.routing import MethodTable
 
 _ANY = "*"
@@ -23,8 +23,15 @@ LATEST = "latest"
 _DECIDED_MAX = 4096  # distinct (principal, method, targets) decisions kept
 
 
-def _globs(patterns: list[str]) -> re.Pattern[str] | None:
-    return compile_globs(patterns) if patterns else None
+def _globs(patterns: list[str], where: str, separator: str = SEGMENTS
+           ) -> re.Pattern[str] | None:
+    """None for an empty list (the matcher is not given); see docs/identity.md."""
+    if not patterns:
+        return None
+    try:
+        return compile_globs(patterns, separator)
+    except ValueError as exc:
+        raise ConfigError(where, str(exc)) from None
 
 
 def _matches(pattern: re.Pattern[str] | None, value: str | None) -> bool:
@@ -109,13 +116,16 @@ def _compile_rule(index: int, rule: config.Rule, table: MethodTable) -> _Rule:
     p = rule.principals
     return _Rule(
         name=rule.name or f"rules[{index}]",
-        spiffe=_globs(p.spiffe), dns=_globs(p.dns), cn=_globs(p.cn),
-        sub=_globs(p.sub), iss=_globs(p.iss), scopes=frozenset(p.scopes),
+        spiffe=_globs(p.spiffe, f"{where}.principals.spiffe"),
+        dns=_globs(p.dns, f"{where}.principals.dns", DNS_LABELS),
+        cn=_globs(p.cn, f"{where}.principals.cn"),
+        sub=_globs(p.sub, f"{where}.principals.sub"),
+        iss=_globs(p.iss, f"{where}.principals.iss"), scopes=frozenset(p.scopes),
         any_authenticated=p.any_authenticated,
         require_certificate="certificate" in rule.require or p.needs_certificate(),
         require_token="token" in rule.require or p.needs_token(),
         methods=frozenset(methods),
-        models=_globs(rule.models),
+        models=_globs(rule.models, f"{where}.models"),
         any_version=_ANY in rule.versions,
         versions=frozenset(v for v in rule.versions if isinstance(v, int)),
         labels=frozenset(v for v in rule.versions if isinstance(v, str)),

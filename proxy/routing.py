@@ -10,11 +10,12 @@ family: by model name (first matching route), else the default upstream.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from proxy.call import Facts
-from proxy.errors import Reason, Reject
+from proxy.errors import ConfigError, Reason, Reject
 from proxy.families import Access, Family, Method
 from proxy.families.serving import SERVING
 from proxy.globs import compile_globs
@@ -76,12 +77,20 @@ class MethodTable:
         if path in self.methods:
             return frozenset({path})
         if any(c in pattern for c in "*?["):
-            glob = compile_globs([pattern])
+            glob = compile_globs([pattern])  # ValueError for a bad pattern: the caller's
             matched = frozenset(p for p, m in self.methods.items()
                                 if m.access is not Access.ADMIN and glob.fullmatch(p))
             if matched:
                 return matched
-        raise ValueError(f"{pattern!r} matches no known method")
+        hint = "; `*` stays within one /-segment, `**` crosses them" if "*" in pattern else ""
+        raise ValueError(f"{pattern!r} matches no known method{hint}")
+
+
+def _route_globs(patterns: list[str], index: int) -> re.Pattern[str]:
+    try:
+        return compile_globs(patterns)
+    except ValueError as exc:
+        raise ConfigError(f"routes[{index}].models", str(exc)) from None
 
 
 class UpstreamRouter:
@@ -91,8 +100,8 @@ class UpstreamRouter:
 
     def __init__(self, cfg: config.Config) -> None:
         kinds = {name: up.kind for name, up in cfg.upstreams.items()}
-        self._routes = [(compile_globs(r.models), r.upstream, kinds[r.upstream])
-                        for r in cfg.routes]
+        self._routes = [(_route_globs(r.models, i), r.upstream, kinds[r.upstream])
+                        for i, r in enumerate(cfg.routes)]
         self._defaults: dict[str, str] = {}
         for kind in dict.fromkeys(kinds.values()):
             names = [n for n, k in kinds.items() if k == kind]

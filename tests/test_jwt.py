@@ -11,14 +11,17 @@ import threading
 import time
 from typing import Any
 
+import grpc
 import jwt as pyjwt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from proxy import config
 from proxy.authn import jwks
-from proxy.authn.jwt import TokenVerifier, extract_token
+from proxy.authn.jwt import TokenVerifier, extract_token, is_compact_jws
 from proxy.call import Principal
 from proxy.errors import Code, ConfigError, Reason, Reject
 from tfgate_dev.devpki import DevPKI, SigningKey, mint_claims, write_jwks
@@ -328,9 +331,12 @@ class TestClaims:
 
 class TestAlgorithmsAndKeys:
     def test_alg_none(self, verifier: TokenVerifier) -> None:
-        """An unsigned token (alg none) is refused."""
+        """An unsigned token (alg none) is refused: with its empty signature it is not
+        even a compact JWS; with some signature bytes, `none` is not an allowed alg."""
         # header {"alg": "none", "kid": "es-1"}; payload as in _claims()
         alg_none = _unsigned({"alg": "none", "kid": "es-1"}, _claims())
+        assert _rejected(verifier, alg_none).reason is Reason.TOKEN_MALFORMED
+        alg_none = _unsigned({"alg": "none", "kid": "es-1"}, _claims(), signature=b"\0" * 64)
         assert _rejected(verifier, alg_none).reason is Reason.TOKEN_ALGORITHM_NOT_ALLOWED
 
     def test_hs256_with_public_key_as_secret(self, verifier: TokenVerifier,
@@ -449,6 +455,204 @@ class TestMalformed:
         assert err.reason is Reason.TOKEN_MALFORMED and "too large" in err.message
 
 
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _aliases(segment: str) -> list[str]:
+    """Other spellings of `segment`'s last character that base64 decodes to the same bytes
+    (the unused low bits set), e.g. "QQ" and "QR" both decode to b"A"."""
+    unused = {2: 4, 3: 2}.get(len(segment) % 4, 0)
+    index = _ALPHABET.index(segment[-1])
+    return [segment[:-1] + _ALPHABET[index | bits] for bits in range(1, 1 << unused)]
+
+
+def _decodes(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _canonical(token: str) -> bool:
+    """Reference: three non-empty segments that re-encode to themselves, unpadded."""
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts) or any(c not in _ALPHABET for p in parts for c in p):
+        return False
+    try:
+        return all(_b64(_decodes(part)) == part for part in parts)
+    except ValueError:  # binascii.Error: a segment of 4k+1 characters
+        return False
+
+
+# Refusals leave a verifier unchanged, so one per test may serve every generated input.
+_SHARED_VERIFIER = [HealthCheck.function_scoped_fixture]
+
+
+class TestOneSpelling:
+    """A token is a compact JWS in exactly one spelling; every other spelling of the same
+    bytes is TOKEN_MALFORMED before any key, claim or cache entry is involved."""
+
+    @pytest.mark.parametrize("name", ["es", "rs", "ed"])
+    def test_padded_signature(self, verifier: TokenVerifier, keys: dict[str, SigningKey],
+                              name: str) -> None:
+        """`sig==` decodes to the same signature (PyJWT alone accepts it) but is refused,
+        as is any other run of `=`."""
+        valid = keys[name].token(_claims())
+        padding = "=" * (-len(valid.rsplit(".", 1)[1]) % 4)
+        assert padding
+        lenient = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
+        assert pyjwt.decode(valid + padding, keys[name].key.public_key(), algorithms=[
+            keys[name].alg], audience=AUD, options=lenient)["sub"] == "alice"
+        for extra in ("=", "==", "===", "===="):
+            assert _rejected(verifier, valid + extra).reason is Reason.TOKEN_MALFORMED
+        assert verifier.verify(valid).subject == "alice"
+
+    @pytest.mark.parametrize("segment", [0, 1])
+    def test_padded_header_or_payload(self, verifier: TokenVerifier,
+                                      keys: dict[str, SigningKey], segment: int) -> None:
+        """Padding on the header or the payload is refused too."""
+        parts = keys["es"].token(_claims(sub="al")).split(".")
+        parts[segment] += "=" * (-len(parts[segment]) % 4 or 2)
+        assert _rejected(verifier, ".".join(parts)).reason is Reason.TOKEN_MALFORMED
+
+    @pytest.mark.parametrize("segment", [0, 1, 2])
+    @pytest.mark.parametrize("name", ["es", "rs", "ed"])
+    def test_non_canonical_last_character(self, verifier: TokenVerifier,
+                                          keys: dict[str, SigningKey], name: str,
+                                          segment: int) -> None:
+        """A last character with its unused low bits set decodes to the same bytes, so it
+        is a second spelling of the same token: refused, in every segment."""
+        # subjects chosen so that header, payload and signature all end in a partial quantum
+        valid = next(t for t in (keys[name].token(_claims(sub="a" * n)) for n in range(1, 13))
+                     if all(len(p) % 4 for p in t.split(".")))
+        parts = valid.split(".")
+        aliases = _aliases(parts[segment])
+        assert aliases
+        for alias in aliases:
+            assert _decodes(alias) == _decodes(parts[segment])
+            spelled = ".".join([*parts[:segment], alias, *parts[segment + 1:]])
+            assert _rejected(verifier, spelled).reason is Reason.TOKEN_MALFORMED
+        assert verifier.verify(valid).subject.startswith("a")
+
+    @pytest.mark.parametrize("shape", [
+        "{h}.{p}", "{h}.{p}.{s}.{s}", "{h}.{p}.{s}.{s}.{s}",  # missing, extra, JWE-shaped
+        "{h}.{p}.", ".{p}.{s}", "{h}..{s}", "{h}.{p}.{s}.", ".{h}.{p}.{s}",
+    ])
+    def test_segment_count(self, verifier: TokenVerifier, keys: dict[str, SigningKey],
+                           shape: str) -> None:
+        """Exactly three non-empty segments: not two, four, five (JWE) or an empty one."""
+        h, p, s = keys["es"].token(_claims()).split(".")
+        assert _rejected(verifier, shape.format(h=h, p=p, s=s)).reason is Reason.TOKEN_MALFORMED
+
+    @pytest.mark.parametrize("char", ["+", "/", " ", "\t", "\n", "%", "~", "\u00e9", "\uff21",
+                                      "\x00", "!"])
+    def test_characters_outside_the_alphabet(self, verifier: TokenVerifier,
+                                             keys: dict[str, SigningKey], char: str) -> None:
+        """A character outside RFC 4648 §5 anywhere (Python's decoder would skip it)."""
+        valid = keys["es"].token(_claims())
+        middle = len(valid) - 10  # inside the signature
+        for at in (middle, len(valid)):
+            assert _rejected(verifier, valid[:at] + char + valid[at:]).reason is (
+                Reason.TOKEN_MALFORMED)
+
+    def test_standard_alphabet_signature(self, verifier: TokenVerifier,
+                                         keys: dict[str, SigningKey]) -> None:
+        """The same signature in the standard alphabet (+ /) instead of base64url."""
+        head, sig = keys["es"].token(_claims()).rsplit(".", 1)
+        while "-" not in sig and "_" not in sig:
+            head, sig = keys["es"].token(_claims(jti=sig[:8])).rsplit(".", 1)
+        standard = sig.replace("-", "+").replace("_", "/")
+        assert _rejected(verifier, f"{head}.{standard}").reason is Reason.TOKEN_MALFORMED
+
+    @pytest.mark.parametrize("document", [b"[]", b'"s"', b"1", b"null", b"{", b"\xff{}"])
+    @pytest.mark.parametrize("segment", [0, 1])
+    def test_header_and_payload_are_json_objects(self, verifier: TokenVerifier,
+                                                 keys: dict[str, SigningKey], segment: int,
+                                                 document: bytes) -> None:
+        """Well-spelled segments that are not JSON objects are malformed, signed or not."""
+        parts = [_b64(json.dumps({"alg": "ES256", "kid": "es-1"}).encode()),
+                 _b64(json.dumps(_claims()).encode())]
+        parts[segment] = _b64(document)
+        head = ".".join(parts)
+        signature = pyjwt.get_algorithm_by_name("ES256").sign(head.encode(), keys["es"].key)
+        assert _rejected(verifier, f"{head}.{_b64(signature)}").reason is Reason.TOKEN_MALFORMED
+
+    def test_refused_before_any_key_or_claim(self, verifier: TokenVerifier,
+                                             keys: dict[str, SigningKey],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+        """The spelling is judged first: PyJWT is never called for a mis-spelled token, so
+        even an unknown issuer or a bad signature reports TOKEN_MALFORMED."""
+        untrusted = keys["rogue"].token(_claims(iss="https://nobody.example"))
+        monkeypatch.setattr(pyjwt, "decode", lambda *a, **k: pytest.fail("decoded"))
+        monkeypatch.setattr(pyjwt, "get_unverified_header", lambda *a, **k: pytest.fail("read"))
+        assert _rejected(verifier, untrusted + "==").reason is Reason.TOKEN_MALFORMED
+
+    def test_one_token_one_cache_entry(self, verifier: TokenVerifier,
+                                       keys: dict[str, SigningKey]) -> None:
+        """With the valid spelling cached, its other spellings are still refused and
+        never add entries."""
+        valid = next(t for t in (keys["es"].token(_claims(jti=str(i))) for i in range(12))
+                     if len(t.rsplit(".", 1)[1]) % 4)
+        verifier.verify(valid)
+        head, sig = valid.rsplit(".", 1)
+        for spelled in [valid + "=", valid + "==", *(f"{head}.{a}" for a in _aliases(sig))]:
+            assert _rejected(verifier, spelled).reason is Reason.TOKEN_MALFORMED
+        assert list(verifier._cache) == [valid]
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=_SHARED_VERIFIER)
+    @given(st.text(alphabet=_ALPHABET + ".=+/ \t\u00e9\u0130\ufeff\x00", max_size=60))
+    def test_noise_never_verifies(self, verifier: TokenVerifier, noise: str) -> None:
+        """Random base64url, padding, separators and unicode: always refused."""
+        with pytest.raises(Reject) as info:
+            verifier.verify(noise)
+        assert info.value.code is Code.UNAUTHENTICATED
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.text(alphabet=_ALPHABET + ".=", max_size=24))
+    def test_shape_check_agrees_with_reencoding(self, text: str) -> None:
+        """is_compact_jws accepts exactly the strings that base64url re-encodes to themselves."""
+        assert is_compact_jws(text) == _canonical(text)
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=_SHARED_VERIFIER)
+    @given(position=st.integers(min_value=0), replacement=st.characters(codec="utf-8"),
+           edit=st.sampled_from(["replace", "insert", "delete"]))
+    def test_signature_mutation_never_verifies(self, verifier: TokenVerifier,
+                                               keys: dict[str, SigningKey], position: int,
+                                               replacement: str, edit: str) -> None:
+        """Any single-character edit of a valid token's signature is refused."""
+        head, sig = _VALID_FOR_MUTATION(keys).rsplit(".", 1)
+        at = position % len(sig)
+        if edit == "replace":
+            assume(replacement != sig[at])
+            mutated = sig[:at] + replacement + sig[at + 1:]
+        elif edit == "insert":
+            mutated = sig[:at] + replacement + sig[at:]
+        else:
+            mutated = sig[:at] + sig[at + 1:]
+        with pytest.raises(Reject):
+            verifier.verify(f"{head}.{mutated}")
+
+    @pytest.mark.parametrize("name", ["es", "ed"])
+    def test_every_substitution_in_the_signature(self, verifier: TokenVerifier,
+                                                 keys: dict[str, SigningKey], name: str) -> None:
+        """Exhaustively: every position of the signature, every other base64url character."""
+        valid = keys[name].token(_claims())
+        head, sig = valid.rsplit(".", 1)
+        reasons = set()
+        for at, original in enumerate(sig):
+            for char in _ALPHABET.replace(original, ""):
+                with pytest.raises(Reject) as info:
+                    verifier.verify(f"{head}.{sig[:at]}{char}{sig[at + 1:]}")
+                reasons.add(info.value.reason)
+        assert reasons <= {Reason.TOKEN_MALFORMED, Reason.TOKEN_INVALID}
+        assert verifier.verify(valid).subject == "alice"
+
+
+_VALID: dict[str, str] = {}
+
+
+def _VALID_FOR_MUTATION(keys: dict[str, SigningKey]) -> str:
+    """One valid token per module's keys, signed once (hypothesis calls the test often)."""
+    return _VALID.setdefault(id(keys["es"]), keys["es"].token(_claims(exp=NOW + 10**6)))
+
+
 class TestCache:
     def test_hit_rechecks_expiry(self, verifier: TokenVerifier, clock: Clock,
                                  keys: dict[str, SigningKey]) -> None:
@@ -548,15 +752,23 @@ class TestCache:
 
 
 class TestExtractToken:
+    """RFC 6750 §2.1: `Bearer` 1*SP b64token, the scheme case-insensitive; nothing else."""
+
     def test_absent(self) -> None:
         """No authorization metadata means no token."""
         assert extract_token([("x-request-id", "1")]) is None
 
     @pytest.mark.parametrize("value", ["Bearer abc.def.ghi", "bearer abc.def.ghi",
-                                       "BEARER abc.def.ghi", "Bearer  abc.def.ghi "])
+                                       "BEARER abc.def.ghi", "bEaReR abc.def.ghi",
+                                       "Bearer  abc.def.ghi", "Bearer     abc.def.ghi"])
     def test_bearer(self, value: str) -> None:
-        """The Bearer scheme is case-insensitive and surrounding spaces are dropped."""
+        """Any case of the scheme, then one or more spaces (1*SP), then the token."""
         assert extract_token([("authorization", value)]) == "abc.def.ghi"
+
+    @pytest.mark.parametrize("token", ["a.b.c==", "a~b+c/d", "x=", "A-_.9"])
+    def test_b64token_characters(self, token: str) -> None:
+        """Every b64token character passes here (the verifier then wants a compact JWS)."""
+        assert extract_token([("authorization", f"Bearer {token}")]) == token
 
     def test_multiple_headers(self) -> None:
         """Two authorization values are ambiguous and refused."""
@@ -565,11 +777,18 @@ class TestExtractToken:
         assert info.value.reason is Reason.MULTIPLE_TOKENS
         assert info.value.code is Code.UNAUTHENTICATED
 
-    @pytest.mark.parametrize("value", ["Basic YWxpY2U6cHc=", "Bearer", "Bearer ", "Bearer    ",
-                                       "Token abc", "abc.def.ghi", "Bearer a b",
-                                       "Bearerabc.def.ghi", b"Bearer abc.def.ghi"])
+    @pytest.mark.parametrize("value", [
+        "Basic YWxpY2U6cHc=", "Bearer", "Bearer ", "Bearer    ", "Token abc", "abc.def.ghi",
+        "Bearer a b", "Bearerabc.def.ghi", b"Bearer abc.def.ghi",
+        "Bearer abc.def.ghi ", " Bearer abc.def.ghi", "Bearer\tabc.def.ghi",
+        "Bearer \tabc.def.ghi", "Bearer abc.def.ghi\n", "Bearer\u00a0abc.def.ghi",
+        "Bearer abc.def.ghi\r\n", "Bearer a=b.c", "Bearer =abc", "Bearer ab\u00e9",
+        "Bearer a,b", "Bearer \"abc\"", "Bearer abc;x", "B\u0435arer abc.def.ghi",
+        "Bearer abc.def.ghi\x00",
+    ])
     def test_malformed(self, value: str | bytes) -> None:
-        """Other schemes, empty tokens, tokens with spaces and binary values are refused."""
+        """Other schemes, empty tokens, any whitespace but SP before the token, trailing
+        or leading whitespace, characters outside b64token, binary values: refused."""
         with pytest.raises(Reject) as info:
             extract_token([("authorization", value)])
         assert info.value.reason is Reason.TOKEN_MALFORMED
@@ -691,3 +910,38 @@ class TestJwks:
         with pytest.raises(ConfigError) as info:
             TokenVerifier(cfg)
         assert info.value.path.startswith("authn.jwt.issuers[0].jwks_file")
+
+
+@pytest.mark.tf
+def test_other_spellings_refused_end_to_end(pki: Any, signing: Any, clean_backend: Any) -> None:
+    """Real tensorflow-serving-api client over mTLS: a token the proxy accepts is refused
+    in its padded and aliased spellings (UNAUTHENTICATED), and none of them arrives."""
+    tf = pytest.importorskip("tensorflow")
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from tests.conftest import AUDIENCE, ISSUER, base_config, running_proxy
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_two"
+    request.model_spec.version.value = 1
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto([1.0], dtype=tf.float32))
+    valid = next(t for t in (signing.key.token(mint_claims(
+        issuer=ISSUER, audience=AUDIENCE, subject="svc", scope="predict", jti=str(i)))
+        for i in range(12)) if len(t.rsplit(".", 1)[1]) % 4)
+    head, sig = valid.rsplit(".", 1)
+    spellings = [valid + "=" * (-len(sig) % 4), valid + "=",
+                 *(f"{head}.{alias}" for alias in _aliases(sig))]
+    with (running_proxy(base_config(pki, signing, clean_backend.address)) as proxy,
+          pki.channel(proxy.address, pki.cn_client) as channel):
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for spelled in spellings:
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Predict(request, metadata=[("authorization", f"Bearer {spelled}")],
+                             timeout=10)
+            assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED, spelled
+            assert "compact JWS" in info.value.details()
+        assert clean_backend.records() == []
+        response = stub.Predict(request, metadata=[("authorization", f"Bearer {valid}")],
+                                timeout=10)
+    assert list(tf.make_ndarray(response.outputs["y"])) == [2.5]  # version 1: 0.5x + 2
+    assert len(clean_backend.records()) == 1

@@ -77,7 +77,9 @@ class TestDefaultDeny:
 class TestPrincipals:
     @pytest.mark.parametrize(("principals", "allowed"), [
         ({"spiffe": [ALICE_SPIFFE]}, True),
-        ({"spiffe": ["spiffe://example.org/ns/prod/*"]}, True),
+        ({"spiffe": ["spiffe://example.org/ns/prod/**"]}, True),
+        ({"spiffe": ["spiffe://example.org/ns/prod/*"]}, False),   # * is one segment
+        ({"spiffe": ["spiffe://example.org/ns/prod/sa/*"]}, True),
         ({"spiffe": ["spiffe://example.org/ns/dev/*"]}, False),
         ({"spiffe": ["SPIFFE://example.org/ns/prod/sa/alice"]}, False),
         ({"dns": ["a.internal"]}, True),
@@ -178,7 +180,7 @@ class TestMethods:
         assert policy.decide(ALICE, HEALTH, ()).allowed
         assert policy.decide(ALICE, PREDICT, (DEFAULT,)).reason is Reason.METHOD_NOT_ALLOWED
 
-    @pytest.mark.parametrize("pattern", ["*", "/*", "/tensorflow.serving.ModelService/*",
+    @pytest.mark.parametrize("pattern", ["**", "/**", "/tensorflow.serving.ModelService/*",
                                          "/tensorflow.serving.*/*"])
     def test_glob_never_grants_admin(self, pattern: str) -> None:
         """HandleReloadConfigRequest is granted only when named, never by a glob."""
@@ -192,8 +194,8 @@ class TestMethods:
         assert _policy(_rule(methods=[name])).decide(ALICE, RELOAD, ()).allowed
 
     def test_star_grants_all_but_admin(self) -> None:
-        """`*` grants every data, metadata and infra method."""
-        policy = _policy(_rule(methods=["*"]))
+        """`**` grants every data, metadata and infra method (`*` stays within a segment)."""
+        policy = _policy(_rule(methods=["**"]))
         for method in (PREDICT, CLASSIFY, METADATA, STATUS):
             target = _target(signature=None) if method in (METADATA, STATUS) else DEFAULT
             assert policy.decide(ALICE, method, (target,)).allowed, method

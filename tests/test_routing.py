@@ -106,15 +106,18 @@ class TestResolveMethodPattern:
         ("/grpc.health.v1.Health/*", {"/grpc.health.v1.Health/Check",
                                       "/grpc.health.v1.Health/Watch"}),
         (MODEL + "*", {MODEL + "GetModelStatus"}),
-        ("*/Get*", {SERVING + "GetModelMetadata", MODEL + "GetModelStatus"}),
+        ("/*/Get*", {SERVING + "GetModelMetadata", MODEL + "GetModelStatus"}),
     ])
     def test_expansion(self, pattern: str, paths: set[str]) -> None:
         """Names, Service/Method suffixes, paths and globs expand to known paths."""
         assert resolve_method_pattern(pattern) == paths
 
     def test_star_excludes_admin(self) -> None:
-        """`*` covers every known method except the admin one."""
-        granted = resolve_method_pattern("*")
+        """`**` covers every known method except the admin one; `*` alone, which cannot
+        cross the `/` of a path, matches none and is refused."""
+        with pytest.raises(ValueError, match="matches no known method"):
+            resolve_method_pattern("*")
+        granted = resolve_method_pattern("**")
         assert RELOAD not in granted
         assert granted == {p for p, m in METHODS.items() if m.access is not Access.ADMIN}
         assert SERVING + "Predict" in granted

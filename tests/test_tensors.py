@@ -164,7 +164,8 @@ class TestValues:
     """The value-count policy: N values, 1 (repeated), or none (zero fill)."""
 
     def test_scalar_broadcast_is_sized_from_shape(self) -> None:
-        """docs/wire-facts.md §2: dim [1e9] with one float_val is 1e9 elements, 4 GB: the 30 bytes do not count."""
+        """docs/wire-facts.md §2: dim [1e9] with one float_val is 1e9 elements, 4 GB:
+        the 30 bytes do not count."""
         t = tensor(FLOAT, [10**9], float_val=[1.0])
         assert len(t.SerializeToString()) < 30
         got = facts(t)
@@ -195,7 +196,8 @@ class TestValues:
         assert "2 values for 4 elements" in refused(tensor(FLOAT, [4], float_val=[1, 2]))
 
     def test_wrong_field(self) -> None:
-        """docs/wire-facts.md §2: values in a field that does not belong to the dtype (FLOAT with int64_val)."""
+        """docs/wire-facts.md §2: values in a field that does not belong to the dtype
+        (FLOAT with int64_val)."""
         assert refused(tensor(FLOAT, [1], int64_val=[1])) == (
             'input "x": int64_val does not belong to dtype DT_FLOAT (it reads float_val)')
 
@@ -376,6 +378,14 @@ def _input(n: int, *, context: bytes = b"", features: int = 1) -> example_pb2.In
     return example_pb2.Input.FromString(value.SerializeToString())
 
 
+def _inspect(value):
+    """inspect_input as serving.py calls it: with the request bytes the input came in."""
+    request = serving_pb2.ClassificationRequest()
+    if value is not None:
+        request.input.CopyFrom(value)
+    return examples.inspect_input(value, request.SerializeToString())
+
+
 class TestExamples:
     """Classify/Regress/MultiInference inputs: counts and the context amplification."""
 
@@ -384,13 +394,13 @@ class TestExamples:
     def test_empty(self, value: example_pb2.Input | None) -> None:
         """A missing or empty input is refused, as the server does ("Input is empty")."""
         with pytest.raises(Reject) as info:
-            examples.inspect_input(value)
+            _inspect(value)
         assert (info.value.code, info.value.message) == (Code.INVALID_ARGUMENT,
                                                          "input is empty")
 
     def test_facts(self) -> None:
         """Counts, sizes and the decoded size include the context once per example."""
-        got = examples.inspect_input(_input(3, context=b"c" * 100, features=2))
+        got = _inspect(_input(3, context=b"c" * 100, features=2))
         assert got.examples == 3
         assert got.max_features == 3                       # 2 own + 1 context
         assert got.context_bytes == _input(0, context=b"c" * 100
@@ -402,13 +412,14 @@ class TestExamples:
         assert 100 < got.max_value_bytes < 120              # the context's feature
 
     def test_large_context_many_empty_examples(self) -> None:
-        """docs/wire-facts.md §1.3: a 1 MiB context with 10k empty examples is ~10 GB once the server expands it."""
+        """docs/wire-facts.md §1.3: a 1 MiB context with 10k empty examples is ~10 GB
+        once the server expands it."""
         value = example_pb2.Input()
         value.example_list_with_context.context.features.feature["c"].bytes_list.value.append(
             b"x" * 2**20)
         for _ in range(10_000):
             value.example_list_with_context.examples.add()
-        got = examples.inspect_input(example_pb2.Input.FromString(value.SerializeToString()))
+        got = _inspect(example_pb2.Input.FromString(value.SerializeToString()))
         assert got.examples * got.context_bytes > 10 * 10**9
         assert got.decoded_bytes > 10 * 10**9
 
@@ -416,7 +427,7 @@ class TestExamples:
         """The largest feature in any example is found."""
         value = _input(3)
         value.example_list.examples[1].features.feature["big"].bytes_list.value.append(b"y" * 5000)
-        got = examples.inspect_input(example_pb2.Input.FromString(value.SerializeToString()))
+        got = _inspect(example_pb2.Input.FromString(value.SerializeToString()))
         assert 5000 < got.max_value_bytes < 5020 and got.max_features == 2
 
     def test_hard_ceiling(self) -> None:
@@ -424,7 +435,7 @@ class TestExamples:
         data = b"\x0a\x00" * (examples.MAX_EXAMPLES + 1)
         value = example_pb2.Input.FromString(b"\x0a" + _VarintBytes(len(data)) + data)
         with pytest.raises(Reject) as info:
-            examples.inspect_input(value)
+            _inspect(value)
         assert info.value.code is Code.RESOURCE_EXHAUSTED
         assert f"{examples.MAX_EXAMPLES + 1} examples" in info.value.message
 
@@ -432,7 +443,7 @@ class TestExamples:
         """Unknown fields in Input or the example list are refused."""
         data = _input(1).SerializeToString() + unknown_field(5)
         with pytest.raises(Reject, match="input: unknown field number 5"):
-            examples.inspect_input(example_pb2.Input.FromString(data))
+            _inspect(example_pb2.Input.FromString(data))
 
     def test_through_classify(self) -> None:
         """Classify without an input is refused like the server does."""

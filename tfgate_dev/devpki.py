@@ -205,6 +205,7 @@ class DevPKI:
         *,
         spiffe_id: str | None = None,
         dns: tuple[str, ...] = (),
+        uris: tuple[str, ...] = (),
         file_stem: str | None = None,
         not_after: datetime | None = None,
         not_before: datetime | None = None,
@@ -212,12 +213,15 @@ class DevPKI:
     ) -> Issued:
         """Issue a ClientAuth leaf (CN=name, optional SPIFFE URI and DNS SANs).
 
+        ``uris`` are further URI SANs, written as given (tests use them for certificates
+        with several or malformed URIs; tfgate gives such a certificate no SPIFFE ID).
         ``ca`` signs with another :class:`DevPKI` instead (files still go to this directory);
         ``not_after`` in the past makes an expired certificate. Naive datetimes are UTC.
         """
         sans: list[x509.GeneralName] = (
             [x509.UniformResourceIdentifier(spiffe_id)] if spiffe_id else []
         )
+        sans += [x509.UniformResourceIdentifier(u) for u in uris]
         sans += [x509.DNSName(d) for d in dns]
         return self._issue(
             name,

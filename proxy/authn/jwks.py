@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import pathlib
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 from cryptography import x509
@@ -82,6 +83,7 @@ def load_pem_key(path: pathlib.Path, where: str) -> VerificationKey:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(where, f"cannot read {path}: {exc.strerror}") from None
+    key: Any
     try:
         if b"CERTIFICATE" in data:
             key = x509.load_pem_x509_certificate(data).public_key()

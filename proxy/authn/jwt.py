@@ -1,21 +1,32 @@
 """Bearer tokens: extract one from metadata, verify it, cache the verdict until expiry.
 
 Verification order (all failures are UNAUTHENTICATED with a reason, never the token):
-size cap → header and unverified `iss` → issuer known → `alg` in that issuer's
-allowlist → key by `kid` (keys from headers such as `jwk`, `jku`, `x5u`, `x5c` are
-never used) → signature, `iss`, `aud`, required claims (PyJWT) → `exp`/`nbf`/`iat`
-against the injected clock with the configured leeway.
+size cap → one spelling (below) → header and unverified `iss` → issuer known → `alg` in
+that issuer's allowlist → key by `kid` (keys from headers such as `jwk`, `jku`, `x5u`,
+`x5c` are never used) → signature, `iss`, `aud`, required claims (PyJWT) →
+`exp`/`nbf`/`iat` against the injected clock with the configured leeway.
 
 An ES256 verification costs ~100 µs, a cache hit ~0.1 µs, so verified tokens are kept
 (keyed by the whole token string) until `exp`. Time claims are re-checked on every hit.
+
+One spelling: a token is accepted only as a compact JWS (RFC 7515 §7.1), three segments of
+unpadded base64url (RFC 4648 §5) whose last character leaves the unused low bits zero.
+Python's base64 decoder ignores padding, stray characters and those low bits, and PyJWT
+(2.15) still accepts `sig==`, so without this check several strings would verify as one
+token, each its own cache entry; the check is ours, not left to the PyJWT version. Only
+well-formed tokens are ever cached, so a malformed one can never be a cache hit: the
+check runs on a miss (~2.5 µs for an ES256 token), before any key or claim is looked at,
+and a hit stays a dict lookup.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import jwt as pyjwt
 
@@ -24,7 +35,17 @@ from proxy.authn.jwks import VerificationKey, load_jwks, load_pem_key
 from proxy.call import Principal
 from proxy.errors import Reason, unauthenticated
 
-_SCHEME = "bearer "
+# RFC 6750 §2.1: credentials = "Bearer" 1*SP b64token, b64token = 1*(ALPHA / DIGIT / "-" /
+# "." / "_" / "~" / "+" / "/") *"="; the scheme is case-insensitive (RFC 7235 §2.1). Nothing
+# else: no tabs, no leading or trailing whitespace. Spelled out, not re.IGNORECASE, so that
+# no non-ASCII letter can fold into the scheme.
+_BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9._~+/-]+=*)")
+# One canonical unpadded base64url segment: whole 4-character quanta (possessive: no
+# backtracking), then an optional 2- or 3-character tail whose last character has zero
+# unused bits (4 unused bits: A Q g w; 2 unused bits: every 4th letter of the alphabet).
+_B64 = "[A-Za-z0-9_-]"
+_SEGMENT = rf"(?={_B64})(?:{_B64}{{4}})*+(?:{_B64}[AQgw]|{_B64}{{2}}[AEIMQUYcgkosw048])?"
+_COMPACT_JWS = re.compile(rf"{_SEGMENT}\.{_SEGMENT}\.{_SEGMENT}")
 _MAX_TIME = 2.0**53  # NumericDate bound: exact as a float, far beyond any real time
 
 
@@ -36,12 +57,15 @@ def extract_token(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
     if len(values) > 1:
         raise unauthenticated(Reason.MULTIPLE_TOKENS, "more than one authorization header")
     value = values[0]
-    if not isinstance(value, str) or not value[: len(_SCHEME)].lower() == _SCHEME:
+    found = _BEARER.fullmatch(value) if isinstance(value, str) else None
+    if found is None:
         raise unauthenticated(Reason.TOKEN_MALFORMED, "authorization must be 'Bearer <token>'")
-    token = value[len(_SCHEME):].strip()
-    if not token or " " in token:
-        raise unauthenticated(Reason.TOKEN_MALFORMED, "authorization must be 'Bearer <token>'")
-    return token
+    return found[1]
+
+
+def is_compact_jws(token: str) -> bool:
+    """Three canonical unpadded base64url segments, none empty: the one spelling accepted."""
+    return _COMPACT_JWS.fullmatch(token) is not None
 
 
 @dataclass(frozen=True)
@@ -119,13 +143,16 @@ class TokenVerifier:
     def _verify_uncached(self, token: str, now: float) -> _Verified:
         if len(token) > self._max_bytes:
             raise unauthenticated(Reason.TOKEN_MALFORMED, "token too large")
+        if not is_compact_jws(token):
+            raise unauthenticated(Reason.TOKEN_MALFORMED, "token is not a compact JWS: three "
+                                  "unpadded, canonical base64url segments")
         try:
             header = pyjwt.get_unverified_header(token)
             unverified = pyjwt.decode(token, options={"verify_signature": False})
         except pyjwt.InvalidTokenError:
             raise unauthenticated(Reason.TOKEN_MALFORMED, "token is not a well-formed JWT") from None
-        issuer = self._issuers.get(unverified.get("iss")) if isinstance(
-            unverified.get("iss"), str) else None
+        claimed = unverified.get("iss")
+        issuer = self._issuers.get(claimed) if isinstance(claimed, str) else None
         if issuer is None:
             raise unauthenticated(Reason.TOKEN_UNKNOWN_ISSUER, "token issuer is not trusted")
         alg = header.get("alg")
@@ -148,11 +175,11 @@ class TokenVerifier:
         return usable
 
     def _check_signature(self, token: str, issuer: _Issuer, alg: str, kid: object) -> dict:
-        options = {"verify_exp": False, "verify_nbf": False, "verify_iat": False,
-                   "require": list(issuer.required)}
+        options: Any = {"verify_exp": False, "verify_nbf": False, "verify_iat": False,
+                        "require": list(issuer.required)}
         for key in self._candidate_keys(issuer, alg, kid):
             try:
-                return pyjwt.decode(token, key.key, algorithms=[alg], audience=list(
+                return pyjwt.decode(token, cast(Any, key.key), algorithms=[alg], audience=list(
                     issuer.audiences), issuer=issuer.name, options=options)
             except pyjwt.InvalidSignatureError:
                 continue

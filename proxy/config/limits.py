@@ -123,7 +123,7 @@ class ModelLimits(Section):
     `signatures` match a request's model applies; keys it gives replace the global ones,
     keys it omits keep them. For MultiInference every task's entry must pass."""
 
-    models: list[str] = Field(min_length=1, description="Model name globs.")
+    models: list[str] = Field(min_length=1, description="Model name globs (docs/identity.md).")
     signatures: list[str] = Field(
         default_factory=lambda: ["*"], description="Signature name globs (`*`: any; "
         "methods without a signature match only `*`).")

@@ -13,10 +13,14 @@ from proxy.config.base import Section
 
 class Principals(Section):
     """Who a rule applies to. Every field given must match (AND); within a field any
-    pattern may match (OR). Patterns are case-sensitive globs."""
+    pattern may match (OR). Patterns are case-sensitive globs (docs/identity.md)."""
 
-    spiffe: list[str] = Field(default_factory=list, description="SPIFFE ID (URI SAN) globs.")
-    dns: list[str] = Field(default_factory=list, description="Certificate DNS SAN globs.")
+    spiffe: list[str] = Field(
+        default_factory=list, description="SPIFFE ID globs; `*` is one path segment, `**` any "
+        "depth; only a certificate's single, well-formed SPIFFE ID is matched.")
+    dns: list[str] = Field(
+        default_factory=list, description="DNS SAN globs; `*` is one label (`*.example.org` "
+        "does not match `a.b.example.org`).")
     cn: list[str] = Field(default_factory=list, description="Certificate common name globs.")
     sub: list[str] = Field(default_factory=list, description="Token `sub` globs.")
     iss: list[str] = Field(default_factory=list, description="Token `iss` globs.")
@@ -64,7 +68,8 @@ class Rule(Section):
         default_factory=list, description="Identity proofs the caller must present.")
     methods: list[str] = Field(
         min_length=1, description="Method names (`Predict`), full paths, or globs over full "
-        "paths. Admin methods (HandleReloadConfigRequest) must be named, not globbed.")
+        "paths (`/tensorflow.serving.PredictionService/*`; `**` for all). Admin methods "
+        "(HandleReloadConfigRequest) must be named, not globbed.")
     models: list[str] = Field(
         default_factory=list, description="Model name globs; required when a granted method "
         "addresses a model.")

@@ -43,7 +43,8 @@ class Upstream(Section):
 class ModelRoute(Section):
     """Send calls for matching model names to a named upstream."""
 
-    models: list[str] = Field(min_length=1, description="Model name globs (`*`, `?`, `[..]`).")
+    models: list[str] = Field(min_length=1, description="Model name globs (docs/identity.md: "
+                              "`*` within a `/` segment, `**` across).")
     upstream: str = Field(description="Name of an entry in `upstreams`.")
 
 

@@ -57,13 +57,13 @@ def predict(data: bytes) -> Facts:
 def classify(data: bytes) -> Facts:
     msg = _parse(serving_pb2.ClassificationRequest, data)
     return Facts(targets=(_spec_target(msg, signature=True),),
-                 examples=examples.inspect_input(msg.input if msg.HasField("input") else None))
+                 examples=examples.inspect_input(msg.input if msg.HasField("input") else None, data))
 
 
 def regress(data: bytes) -> Facts:
     msg = _parse(serving_pb2.RegressionRequest, data)
     return Facts(targets=(_spec_target(msg, signature=True),),
-                 examples=examples.inspect_input(msg.input if msg.HasField("input") else None))
+                 examples=examples.inspect_input(msg.input if msg.HasField("input") else None, data))
 
 
 def multi_inference(data: bytes) -> Facts:
@@ -88,7 +88,7 @@ def multi_inference(data: bytes) -> Facts:
     if len(set(signatures)) != len(signatures):
         raise malformed("MultiInference tasks repeat a signature")
     return Facts(targets=tuple(targets),
-                 examples=examples.inspect_input(msg.input if msg.HasField("input") else None))
+                 examples=examples.inspect_input(msg.input if msg.HasField("input") else None, data))
 
 
 def metadata(data: bytes) -> Facts:
