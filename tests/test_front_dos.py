@@ -75,7 +75,8 @@ def test_partial_large_messages_without_credentials_are_not_buffered(pki, signin
     declared = proxy.config.listen.max_message_bytes - 16
     with attack.partial_message(target, 8, declared=declared, duration=20.0) as run:
         end = time.monotonic() + 3.0
-        while time.monotonic() < end and run.open_count() + run.stats["streams_ended_by_server"] < 8:
+        while (time.monotonic() < end
+               and run.open_count() + run.stats["streams_ended_by_server"] < 8):
             time.sleep(0.05)
         time.sleep(1.0)  # let the windows fill, whatever the front allows
     # Today every stream takes its whole declared message; a front that authenticates
