@@ -417,6 +417,14 @@ class TestCoordinationAndHandles:
             ("session", "s1", False), ("graph", "g1", False), ("step", "77", True)]
         assert recv.handles == (facts.Handle("step", "77", False, "step_id"),)
 
+    def test_integer_handles_are_unsigned(self) -> None:
+        """An eager RecvTensor names its context (a fixed64) in the int64 step_id: both are
+        reported as the same unsigned value."""
+        context = 2**64 - 5
+        recv = inspect("RecvTensor", rq.vi(1, context))  # int64 -5 on the wire
+        created = inspect("CreateContext", rq.create_context(context))
+        assert recv.handles[0].value == created.handles[0].value == str(context)
+
     def test_callable_handles(self) -> None:
         result = inspect("RunCallable", rq.ld(1, b"s") + rq.vi(2, 3))
         assert [(h.kind, h.value) for h in result.handles] == [("session", "s"), ("callable", "3")]

@@ -174,11 +174,13 @@ class Collector:
         self.addresses.append(Address(_check_value(address, "address"), check_name(job, "job"),
                                       task, bounded_where(where)))
 
-    def handle(self, kind: str, value: object, creates: bool, where: str) -> None:
+    def handle(self, kind: str, value: str | int, creates: bool, where: str) -> None:
+        """Integers are reported as their unsigned 64-bit pattern: eager RecvTensor names
+        the context by its fixed64 id in a signed int64 step_id field."""
         if len(self.handles) >= MAX_HANDLES:
             raise limit_exceeded(f"request names more than {MAX_HANDLES} handles")
-        self.handles.append(Handle(kind, _check_value(str(value), kind), creates,
-                                   bounded_where(where)))
+        text = str(value % 2**64) if isinstance(value, int) else _check_value(value, kind)
+        self.handles.append(Handle(kind, text, creates, bounded_where(where)))
 
     def url(self, url: str, where: str) -> None:
         if len(self.urls) >= MAX_URLS:
