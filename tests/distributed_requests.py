@@ -19,10 +19,18 @@ class Protos:
     def __init__(self, source: str) -> None:
         self.source = source
         if source == "tf":
-            from tensorflow.core.framework import (attr_value_pb2, function_pb2, graph_pb2,
-                                                   node_def_pb2)
-            from tensorflow.core.protobuf import (cluster_pb2, config_pb2, debug_pb2,
-                                                  tensorflow_server_pb2)
+            from tensorflow.core.framework import (
+                attr_value_pb2,
+                function_pb2,
+                graph_pb2,
+                node_def_pb2,
+            )
+            from tensorflow.core.protobuf import (
+                cluster_pb2,
+                config_pb2,
+                debug_pb2,
+                tensorflow_server_pb2,
+            )
             graph, node, attr, func = graph_pb2, node_def_pb2, attr_value_pb2, function_pb2
             config, cluster, debug, server = config_pb2, cluster_pb2, debug_pb2, tensorflow_server_pb2
         else:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from proxy.inspect import dangerous_ops
-from proxy.inspect.dangerous_ops import ALL_LISTED, CATEGORIES, DEFAULT_DENYLIST, categories_of
+from proxy.inspect.dangerous_ops import (
+    ALL_LISTED,
+    CATEGORIES,
+    DEFAULT_DENYLIST,
+    categories_of,
+)
 
 
 class TestCategories:

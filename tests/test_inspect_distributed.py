@@ -5,7 +5,7 @@ and from ours (no TensorFlow needed)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import pytest
@@ -383,8 +383,8 @@ class TestBounds:
 
 class TestMalformed:
     def test_not_protobuf(self) -> None:
-        for method in METHODS:
-            refused(lambda: METHODS[method][1](b"\xff\xff\xff"))
+        for _, inspector in METHODS.values():
+            refused(lambda inspector=inspector: inspector(b"\xff\xff\xff"))
 
     def test_unknown_top_level_field(self) -> None:
         e = refused(lambda: inspect("KeepAlive", rq.f64(1, 5) + rq.vi(99, 1)))
@@ -439,7 +439,7 @@ class TestCoordinationAndHandles:
 
 
 class TestMethodTable:
-    APPENDIX_A_COUNTS = {"/tensorflow.WorkerService/": 16, "/tensorflow.MasterService/": 10,
+    APPENDIX_A_COUNTS: ClassVar[dict[str, int]] = {"/tensorflow.WorkerService/": 16, "/tensorflow.MasterService/": 10,
                          "/tensorflow.eager.EagerService/": 8,
                          "/tensorflow.CoordinationService/": 19}
 
@@ -458,7 +458,7 @@ class TestMethodTable:
         """An empty message is valid protobuf: every inspector returns facts for it."""
         for path, (_, inspector) in METHODS.items():
             if path.endswith("RunComponentFunction"):
-                refused(lambda: inspector(b""))  # an operation must name something
+                refused(lambda inspector=inspector: inspector(b""))  # an operation names something
             else:
                 assert isinstance(inspector(b""), distributed.ClusterFacts), path
 

@@ -10,9 +10,14 @@ from typing import Any
 import pytest
 from google.protobuf.descriptor import Descriptor
 
-from proxy.pb import (distributed_config_pb2, distributed_coordination_pb2,
-                      distributed_eager_pb2, distributed_graph_pb2, distributed_master_pb2,
-                      distributed_worker_pb2)
+from proxy.pb import (
+    distributed_config_pb2,
+    distributed_coordination_pb2,
+    distributed_eager_pb2,
+    distributed_graph_pb2,
+    distributed_master_pb2,
+    distributed_worker_pb2,
+)
 from tests.test_protos import _compare
 
 MODULES = (distributed_graph_pb2, distributed_config_pb2, distributed_master_pb2,

@@ -117,7 +117,7 @@ class TestRecordingForwarder:
 
     def test_records_on_disk(self, forwarded: tuple[grpc.Channel, RecordingForwarder],
                              tmp_path: pathlib.Path) -> None:
-        channel, forwarder = forwarded
+        channel, _ = forwarded
         channel.unary_unary("/t.Echo/UU")(b"disk", timeout=10)
         (line,) = [json.loads(x) for x in (tmp_path / "rec" / "index.jsonl").read_text().splitlines()]
         assert (line["method"], line["kind"], line["code"], line["requests"]) == (

@@ -32,7 +32,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, IO
+from typing import IO, Any, Self
 
 from tests.tfnode import RESULT_MARK, _splice
 
@@ -190,7 +190,7 @@ class Cluster:
                 "job": task.job, "task": task.index, "cluster": cluster,
                 "inboxes": [[task.port, str(self.inbox(task.name))]], "dials": self._dials(task)}
 
-    def start(self) -> Cluster:
+    def start(self) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
         for task in TASKS:
             self.nodes[task.name] = Node(self._config(task), self.workdir / f"{task.name}.log",
@@ -215,7 +215,7 @@ class Cluster:
         for bridge in self._bridges:
             bridge.stop()
 
-    def __enter__(self) -> Cluster:
+    def __enter__(self) -> Self:
         try:
             return self.start()
         except BaseException:

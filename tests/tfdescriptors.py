@@ -15,9 +15,8 @@ import functools
 import mmap
 import pathlib
 
+import tensorflow as tf  # registers TF's own files in the default descriptor pool
 from google.protobuf import descriptor_pb2, descriptor_pool
-
-import tensorflow as tf  # noqa: F401  (registers TF's own files in the default pool)
 
 # file name -> the library that embeds it
 COMPILED_ONLY = {
@@ -88,10 +87,13 @@ def _add_with_imports(pool: descriptor_pool.DescriptorPool, name: str, added: se
 @functools.cache
 def real_pool() -> descriptor_pool.DescriptorPool:
     """A pool holding TF 2.21's master, worker, eager and coordination files and imports."""
-    from tensorflow.core.protobuf import (named_tensor_pb2, remote_tensor_handle_pb2,  # noqa: F401
-                                          tensorflow_server_pb2)
     from tensorflow.core.framework import device_attributes_pb2, step_stats_pb2  # noqa: F401
-    from tensorflow.core.protobuf import error_codes_pb2  # noqa: F401
+    from tensorflow.core.protobuf import (  # noqa: F401
+        error_codes_pb2,
+        named_tensor_pb2,
+        remote_tensor_handle_pb2,
+        tensorflow_server_pb2,
+    )
     root = pathlib.Path(tf.__file__).parent
     carved = {name: _carve(root / lib, name) for name, lib in COMPILED_ONLY.items()}
     pool = descriptor_pool.DescriptorPool()

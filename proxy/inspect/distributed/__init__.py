@@ -32,8 +32,15 @@ from google.protobuf import message as _message
 
 from proxy.errors import malformed
 from proxy.inspect.distributed import coordination, eager, master, worker
-from proxy.inspect.distributed.facts import (Address, ClusterFacts, DebugUrl, FunctionRef,
-                                             Handle, OpUse, Setting)
+from proxy.inspect.distributed.facts import (
+    Address,
+    ClusterFacts,
+    DebugUrl,
+    FunctionRef,
+    Handle,
+    OpUse,
+    Setting,
+)
 
 __all__ = ["METHODS", "Address", "ClusterFacts", "DebugUrl", "FunctionRef", "Handle", "OpUse",
            "Setting", "response_handles"]

@@ -10,6 +10,8 @@ can be called by name, so calls to names this request does not define are report
 
 from __future__ import annotations
 
+from typing import Any
+
 from proxy.inspect.distributed import cluster
 from proxy.inspect.distributed.facts import ClusterFacts, Collector, quote
 from proxy.inspect.distributed.graphs import Scope
@@ -101,7 +103,7 @@ def close_context(data: bytes) -> ClusterFacts:
     return _context_only(pb.CloseContextRequest, data)
 
 
-def _context_only(cls: type, data: bytes) -> ClusterFacts:
+def _context_only(cls: Any, data: bytes) -> ClusterFacts:
     msg = parse(cls, data)
     col = Collector()
     _context(col, msg.context_id)

@@ -4,6 +4,8 @@ it; CreateSession's comes back in the response (see `response_handles`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from proxy.inspect.distributed import cluster
 from proxy.inspect.distributed.facts import ClusterFacts, Collector, Handle
 from proxy.inspect.distributed.graphs import walk_graph
@@ -31,7 +33,7 @@ def extend_session(data: bytes) -> ClusterFacts:
     return col.facts()
 
 
-def _session_only(cls: type, data: bytes) -> ClusterFacts:
+def _session_only(cls: Any, data: bytes) -> ClusterFacts:
     msg = parse(cls, data)
     col = Collector()
     col.handle("session", msg.session_handle, False, "session_handle")
@@ -80,7 +82,7 @@ def make_callable(data: bytes) -> ClusterFacts:
     return col.facts()
 
 
-def _callable(cls: type, data: bytes) -> ClusterFacts:
+def _callable(cls: Any, data: bytes) -> ClusterFacts:
     msg = parse(cls, data)
     col = Collector()
     col.handle("session", msg.session_handle, False, "session_handle")
@@ -96,7 +98,7 @@ def release_callable(data: bytes) -> ClusterFacts:
     return _callable(pb.ReleaseCallableRequest, data)
 
 
-def _response(cls: type, data: bytes, field: str, kind: str) -> tuple[Handle, ...]:
+def _response(cls: Any, data: bytes, field: str, kind: str) -> tuple[Handle, ...]:
     msg = cls.FromString(data)
     return (Handle(kind, str(getattr(msg, field)), True, field),)
 

@@ -10,6 +10,8 @@ graph keys and resource containers.
 
 from __future__ import annotations
 
+from typing import Any
+
 from proxy.inspect.distributed import cluster
 from proxy.inspect.distributed.facts import ClusterFacts, Collector, Handle
 from proxy.inspect.distributed.graphs import walk_graph
@@ -70,7 +72,7 @@ def run_graph(data: bytes) -> ClusterFacts:
     return col.facts()
 
 
-def _step(cls: type, data: bytes) -> ClusterFacts:
+def _step(cls: Any, data: bytes) -> ClusterFacts:
     msg = parse(cls, data)
     col = Collector()
     col.handle("step", msg.step_id, False, "step_id")
