@@ -16,12 +16,14 @@ test chose for that (source, destination) pair:
 `Cluster.client.run(action, **args)` runs one client action and returns its JSON
 result; actions are listed in tests/tfnode.py. Starting costs one TF import per
 process (seconds): share a cluster per session. Without network namespaces the
-cluster cannot be isolated: `namespaces_unavailable()` says why, for a pytest skip.
+cluster cannot be isolated: `namespaces_unavailable()` says why, for a pytest skip
+(tests never fall back to running TF servers on the host's own network).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import pathlib
@@ -61,18 +63,29 @@ CLIENT = Task("client", 0, 2224)
 TASKS = (*WORKERS, CLIENT)
 
 
-def namespaces_unavailable() -> str | None:
-    """None if `unshare -n` works here, else the reason (for pytest.skip)."""
+@functools.cache
+def _unshare() -> tuple[list[str] | None, str]:
+    """The command that runs a process in a fresh network namespace: as root `unshare -n`,
+    otherwise through a user namespace (`unshare -rn`), where the kernel allows it."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return "network namespaces unavailable: needs util-linux unshare and iproute2 ip"
-    try:
-        subprocess.run(["unshare", "-n", "ip", "link", "set", "lo", "up"], check=True,
-                       capture_output=True, timeout=30)
-    except (subprocess.SubprocessError, OSError) as e:
-        return (f"network namespaces unavailable (unshare -n failed: {e}); the TF cluster "
-                "tests need root or CAP_SYS_ADMIN and would otherwise expose TF's "
-                "unauthenticated ports on 0.0.0.0")
-    return None
+        return None, "needs util-linux unshare and iproute2 ip"
+    errors = []
+    for command in (["unshare", "-n"], ["unshare", "-rn"]):
+        try:
+            subprocess.run([*command, "ip", "link", "set", "lo", "up"], check=True,
+                           capture_output=True, timeout=30)
+            return command, ""
+        except (subprocess.SubprocessError, OSError) as e:
+            errors.append(f"{' '.join(command)}: {e}")
+    return None, "; ".join(errors)
+
+
+def namespaces_unavailable() -> str | None:
+    """None if processes can get their own network namespace here, else why not (for
+    pytest.skip). There is no loopback fallback on purpose: without a namespace, every
+    tf.distribute.Server would listen, unauthenticated, on 0.0.0.0."""
+    command, problem = _unshare()
+    return None if command else f"network namespaces unavailable ({problem})"
 
 
 class Bridge:
@@ -105,7 +118,7 @@ class Node:
             [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
         self._log: IO[str] = log.open("w")
         self.process = subprocess.Popen(
-            ["unshare", "-n", *command], cwd=REPO, env=env, text=True,
+            [*(_unshare()[0] or ["unshare", "-n"]), *command], cwd=REPO, env=env, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log)
         self._answers: queue.Queue[dict[str, Any] | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

@@ -127,6 +127,22 @@ def _actions(tf: Any, cluster: dict[str, list[str]]) -> dict[str, Callable[..., 
             with tf.compat.v1.Session("grpc://" + cluster["worker"][0]) as sess:
                 return float(sess.run(c, feed_dict={x: 2.0}))
 
+    def session_function() -> list[float]:
+        """A TF1 graph calling a tf.function with a while loop, and its gradient: the
+        graph's library holds the functions, reached through func-valued attrs."""
+        @tf.function
+        def loop(v: Any) -> Any:
+            return tf.while_loop(lambda i, s: i < 3, lambda i, s: (i + 1, s + v * v),
+                                 [tf.constant(0), tf.constant(0.0)])[1]
+
+        with tf.Graph().as_default():
+            with tf.device(WORKER0):
+                x = tf.constant(2.0)
+                y = loop(x)
+                (grad,) = tf.gradients(y, [x])
+            with tf.compat.v1.Session("grpc://" + cluster["worker"][0]) as sess:
+                return [float(v) for v in sess.run([y, grad])]
+
     def session_read_file(path: str) -> str:
         with tf.Graph().as_default():
             with tf.device(WORKER0):
@@ -163,7 +179,8 @@ def _actions(tf: Any, cluster: dict[str, list[str]]) -> dict[str, Callable[..., 
         return y.numpy().tolist()
 
     return {f.__name__: f for f in (connect, eager_op, remote_function,
-                                    remote_function_local_input, session, session_read_file,
+                                    remote_function_local_input, session, session_function,
+                                    session_read_file,
                                     read_file, function_read_file, write_file, py_function,
                                     raw_py_func)}
 
