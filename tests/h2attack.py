@@ -82,7 +82,7 @@ class Running:
     def _run(self) -> None:
         try:
             self._body(self)
-        except BaseException as exc:  # kept for the caller; the thread must not die loudly
+        except BaseException as exc:  # noqa: BLE001 - kept for the caller; the thread must not die loudly
             self.error = exc
         finally:
             for conn in self.conns:

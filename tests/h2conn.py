@@ -116,7 +116,7 @@ class Stats:
 class Stream:
     """What the server did with one stream we opened."""
 
-    __slots__ = ("id", "opened", "ended", "status", "reset", "sent")
+    __slots__ = ("ended", "id", "opened", "reset", "sent", "status")
 
     def __init__(self, stream_id: int) -> None:
         self.id = stream_id

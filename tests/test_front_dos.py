@@ -11,12 +11,12 @@ import copy
 import time
 
 import grpc
-import pytest
-
 import h2attack as attack
-from bench.messages import predict_request
+import pytest
 from conftest import AUDIENCE, ISSUER, base_config
-from proxy.devpki import mint_claims
+
+from bench.messages import predict_request
+from tfgate_dev.devpki import mint_claims
 
 THREADS = 4
 HOLDS_THREADS = pytest.mark.xfail(strict=True, reason="today's sync unary front holds a worker "

@@ -10,9 +10,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-import pytest
-
 import h2attack as attack
+import pytest
 
 SERVICE, METHOD = "tensorflow.serving.PredictionService", "Predict"
 HANG_GUARD_S = 20.0

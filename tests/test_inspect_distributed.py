@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import grpc
 import pytest
 
-from proxy.errors import Reason, Reject
+from proxy.errors import Code, Reason, Reject
 from proxy.inspect import distributed
 from proxy.inspect.distributed import METHODS, OpUse, facts, graphs, parsing
 from tests import distributed_requests as rq
@@ -187,7 +186,7 @@ class TestRefusedGraphs:
         chain.append(P.function(f"f{n}", P.node("x", "Identity")))
         e = refused(lambda: inspect("CreateSession", rq.create_session(P.graph([], chain))),
                     Reason.LIMIT_EXCEEDED)
-        assert e.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert e.code is Code.RESOURCE_EXHAUSTED
         ok = rq.create_session(P.graph([], chain[-graphs.MAX_CALL_DEPTH:]))
         assert "Identity" in ops(inspect("CreateSession", ok))
 
@@ -439,7 +438,8 @@ class TestCoordinationAndHandles:
 
 
 class TestMethodTable:
-    APPENDIX_A_COUNTS: ClassVar[dict[str, int]] = {"/tensorflow.WorkerService/": 16, "/tensorflow.MasterService/": 10,
+    APPENDIX_A_COUNTS: ClassVar[dict[str, int]] = {
+                         "/tensorflow.WorkerService/": 16, "/tensorflow.MasterService/": 10,
                          "/tensorflow.eager.EagerService/": 8,
                          "/tensorflow.CoordinationService/": 19}
 

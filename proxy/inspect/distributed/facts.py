@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import grpc
-
 from proxy.errors import Reason, Reject
 
 # Distinct op names one request may name. TF 2.21 registers about 1,500 ops; the rest
@@ -37,7 +35,7 @@ _WHERE_NAME = 48
 
 
 def limit_exceeded(message: str) -> Reject:
-    return Reject(grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.LIMIT_EXCEEDED, message)
+    return Reject(Reason.LIMIT_EXCEEDED, message)
 
 
 @dataclass(frozen=True, slots=True)
