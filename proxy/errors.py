@@ -78,6 +78,9 @@ class Reason(enum.Enum):
     INPUT_NOT_ALLOWED = "input-not-allowed"  # a dtype or empty tensor the limits refuse
     RATE_LIMITED = "rate-limited"
     CONCURRENCY_LIMITED = "concurrency-limited"
+    # the listener's own bounds (docs/hostile-networks.md)
+    REQUEST_TIMEOUT = "request-timeout"  # the request message did not arrive in time
+    OVERLOADED = "overloaded"            # a per-process budget (buffered bytes, per peer)
     # forwarding
     UPSTREAM_STATUS = "upstream-status"
     UPSTREAM_UNAVAILABLE = "upstream-unavailable"
@@ -122,6 +125,8 @@ STATUS: dict[Reason, tuple[Code, int]] = {
     Reason.INPUT_NOT_ALLOWED: (Code.INVALID_ARGUMENT, 400),
     Reason.RATE_LIMITED: (Code.RESOURCE_EXHAUSTED, 429),
     Reason.CONCURRENCY_LIMITED: (Code.RESOURCE_EXHAUSTED, 429),
+    Reason.REQUEST_TIMEOUT: (Code.DEADLINE_EXCEEDED, 408),
+    Reason.OVERLOADED: (Code.RESOURCE_EXHAUSTED, 503),
     Reason.UPSTREAM_STATUS: (Code.UNKNOWN, 500),  # replaced by the upstream's own code
     Reason.UPSTREAM_UNAVAILABLE: (Code.UNAVAILABLE, 503),
     Reason.CANCELLED: (Code.CANCELLED, 499),

@@ -1,182 +1,222 @@
-"""Forward: send the exact request bytes upstream and relay the answer unchanged.
+"""Forward: send the exact request bytes upstream and relay the answer unchanged (grpc.aio).
 
-Channels are long-lived and shared by all calls of a config. Requests and responses are
-raw bytes (no serializers), so what the client sent is what the upstream receives.
-Which client metadata goes along is `metadata.py`'s decision. The client's deadline
-becomes the upstream call's timeout, and a client cancellation cancels the upstream call.
-Upstream status, details, initial and trailing metadata come back as they were.
+Channels are long-lived and shared by all calls of a config; each is created on first use
+inside the event loop that serves the calls. Requests and responses are raw bytes (no
+serializers), so what the client sent, and tfgate inspected, is what the upstream
+receives. Which client metadata goes along is `metadata.py`'s decision. The client's
+deadline becomes the upstream call's timeout; when the client's call ends early, the
+upstream call is cancelled with it. Upstream status, details, initial and trailing
+metadata come back as they were, except that UNAVAILABLE details (which name internal
+addresses) stay in the audit record.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+import grpc.aio
 
 from proxy import config
 from proxy.errors import Code, Reason, Reject
 from proxy.families import Method
 from proxy.metadata import Metadata, relayable
 
+# Checks one client-streamed message before it may go upstream; raises Reject.
+Check = Callable[[bytes], None]
+# Reads the client's next message (or None at its end), within the receive bounds.
+Read = Callable[[], Awaitable[bytes | None]]
 
-def _channel(cfg: config.Upstream) -> grpc.Channel:
-    options = [
-        ("grpc.max_receive_message_length", cfg.max_message_bytes),
-        ("grpc.max_send_message_length", -1),
-        ("grpc.primary_user_agent", "tfgate"),
-        ("grpc.enable_retries", 0),
-    ]
-    target = cfg.address
-    if cfg.tls is None:
-        return grpc.insecure_channel(target, options=options)
-    tls = cfg.tls
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=tls.ca.read_bytes(),
-        private_key=tls.key.read_bytes() if tls.key else None,
-        certificate_chain=tls.cert.read_bytes() if tls.cert else None,
-    )
-    if tls.server_name:
-        options.append(("grpc.ssl_target_name_override", tls.server_name))
-    return grpc.secure_channel(target, creds, options=options)
+
+class UpstreamFailed(Reject):
+    """The upstream answered with an error status; `trailers` go back to the client."""
+
+    def __init__(self, reason: Reason, message: str, detail: str,
+                 code: Code | None, trailers: Metadata) -> None:
+        super().__init__(reason, message, detail, upstream_code=code)
+        self.trailers = trailers
+
+
+def _credentials(cfg: config.UpstreamTLS) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=cfg.ca.read_bytes(),
+        private_key=cfg.key.read_bytes() if cfg.key else None,
+        certificate_chain=cfg.cert.read_bytes() if cfg.cert else None)
 
 
 class Upstream:
-    """One upstream: a shared channel and one cached multicallable per method."""
+    """One upstream: a shared aio channel (made on first use) and a cached multicallable
+    per method. Building one reads its TLS files, so a bad file is a config error."""
 
     def __init__(self, name: str, cfg: config.Upstream) -> None:
         self.name = name
-        self._channel = _channel(cfg)
+        self._address = cfg.address
+        self._options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.primary_user_agent", "tfgate"),
+            ("grpc.enable_retries", 0),
+        ]
+        self._credentials = _credentials(cfg.tls) if cfg.tls else None
+        if cfg.tls and cfg.tls.server_name:
+            self._options.append(("grpc.ssl_target_name_override", cfg.tls.server_name))
+        self._channel: grpc.aio.Channel | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._callables: dict[str, Any] = {}
 
     def callable(self, method: Method) -> Any:
         found = self._callables.get(method.path)
         if found is None:
-            found = getattr(self._channel, method.kind.value)(method.path)
+            found = getattr(self._open(), method.kind.value)(method.path)
             self._callables[method.path] = found
         return found
 
+    def _open(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._loop = asyncio.get_running_loop()
+            self._channel = (
+                grpc.aio.insecure_channel(self._address, options=self._options)
+                if self._credentials is None else
+                grpc.aio.secure_channel(self._address, self._credentials, options=self._options))
+        return self._channel
+
     def close(self) -> None:
-        self._channel.close()
+        """Close the channel from any thread; calls still on it are cancelled."""
+        channel, loop, self._channel = self._channel, self._loop, None
+        if channel is None or loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.create_task(channel.close())
+        else:
+            asyncio.run_coroutine_threadsafe(channel.close(), loop)
 
 
-def _relay_error(context: grpc.ServicerContext, err: grpc.RpcError) -> Reject:
-    call: grpc.Call = err
-    context.set_trailing_metadata(relayable(call.trailing_metadata()))
-    code, details = call.code(), call.details() or ""
+async def _failed(call: Any, err: grpc.aio.AioRpcError) -> UpstreamFailed:
+    code, details = err.code(), err.details() or ""
+    trailers = relayable(err.trailing_metadata())
     if code is grpc.StatusCode.UNAVAILABLE:
-        # Connection errors name internal addresses: they stay in the audit record.
-        return Reject(Reason.UPSTREAM_UNAVAILABLE, "upstream unavailable",
-                      detail=f"upstream: {details}")
-    return Reject(Reason.UPSTREAM_STATUS, details, detail=f"upstream: {details}",
-                  upstream_code=Code(code.value[0]))
+        return UpstreamFailed(Reason.UPSTREAM_UNAVAILABLE, "upstream unavailable",
+                              f"upstream: {details}", None, trailers)
+    return UpstreamFailed(Reason.UPSTREAM_STATUS, details, f"upstream: {details}",
+                          Code(code.value[0]), trailers)
 
 
-def _cancel_with_client(context: grpc.ServicerContext, upstream_call: grpc.Future) -> None:
-    """Cancel the upstream call when the client's call ends early. add_callback refuses
-    (returns False) when the client has already gone, so cancel at once then."""
-    if not context.add_callback(upstream_call.cancel):
-        upstream_call.cancel()
-
-
-def _relay_initial(context: grpc.ServicerContext, upstream_call: grpc.Call) -> None:
-    """Send the upstream's initial metadata, if it sent any. When it sent none, gRPC
-    sends empty headers with the first response anyway; an explicit empty send would
-    cost a batch of its own (and a separate HEADERS write) on every call."""
-    initial = relayable(upstream_call.initial_metadata())
+async def _relay_initial(context: grpc.aio.ServicerContext, call: Any) -> None:
+    """Send the upstream's initial metadata, if it sent any (an explicit empty send would
+    cost a HEADERS frame of its own on every call)."""
+    initial = relayable(await call.initial_metadata())
     if initial:
-        context.send_initial_metadata(initial)
+        await context.send_initial_metadata(initial)
 
 
-def _finish(context: grpc.ServicerContext, upstream_call: grpc.Call) -> None:
-    trailing = relayable(upstream_call.trailing_metadata())
+async def _relay_trailing(context: grpc.aio.ServicerContext, call: Any) -> None:
+    trailing = relayable(await call.trailing_metadata())
     if trailing:
         context.set_trailing_metadata(trailing)
 
 
-class RequestGuard:
-    """Checks each client-streamed message before it may go upstream.
-
-    The generator runs on gRPC's request-consuming thread. On a refused message it
-    cancels the upstream call (the message itself is never sent) and keeps the Reject
-    for the handler to report.
-    """
-
-    def __init__(self, requests: Iterator[bytes], check: Callable[[bytes], None]) -> None:
-        self._requests = requests
-        self._check = check
-        self._ready = threading.Event()
-        self._upstream: grpc.Call | None = None
-        self.rejected: Reject | None = None
-
-    def attach(self, upstream_call: grpc.Call) -> None:
-        self._upstream = upstream_call
-        self._ready.set()
-
-    def __iter__(self) -> Iterator[bytes]:
-        for message in self._requests:
-            try:
-                self._check(message)
-            except Reject as reject:
-                self.rejected = reject
-                self._ready.wait()
-                self._upstream.cancel()  # type: ignore[union-attr]
-                return
-            yield message
-
-
-def forward_unary(context: grpc.ServicerContext, upstream: Upstream, method: Method,
-                  request: bytes, metadata: Metadata, timeout: float | None) -> bytes:
-    future = upstream.callable(method).future(request, timeout=timeout, metadata=metadata)
-    _cancel_with_client(context, future)
+async def unary(context: grpc.aio.ServicerContext, upstream: Upstream, method: Method,
+                request: bytes, metadata: Metadata, timeout: float | None) -> bytes:
+    call = upstream.callable(method)(request, timeout=timeout, metadata=metadata)
     try:
-        response = future.result()
-    except grpc.RpcError as err:
-        raise _relay_error(context, err) from None
-    _relay_initial(context, future)
-    _finish(context, future)
+        response: bytes = await call
+    except grpc.aio.AioRpcError as err:
+        raise await _failed(call, err) from None
+    finally:
+        call.cancel()  # no-op once done; frees the upstream stream if the client left
+    await _relay_initial(context, call)
+    await _relay_trailing(context, call)
     return response
 
 
-def forward_stream(context: grpc.ServicerContext, upstream: Upstream, method: Method,
-                   request: bytes | RequestGuard, metadata: Metadata,
-                   timeout: float | None) -> Iterator[bytes]:
-    """Server- or bidi-streaming: yield each upstream response as it arrives."""
-    responses = upstream.callable(method)(
-        iter(request) if isinstance(request, RequestGuard) else request,
-        timeout=timeout, metadata=metadata)
-    if isinstance(request, RequestGuard):
-        request.attach(responses)
-    _cancel_with_client(context, responses)
-    sent_initial = False
+async def server_stream(context: grpc.aio.ServicerContext, upstream: Upstream, method: Method,
+                        request: bytes, metadata: Metadata,
+                        timeout: float | None) -> AsyncIterator[bytes]:
+    """Unary request, streamed responses: yield each as it arrives."""
+    call = upstream.callable(method)(request, timeout=timeout, metadata=metadata)
     try:
-        for response in responses:
-            if not sent_initial:
-                _relay_initial(context, responses)
-                sent_initial = True
+        first = True
+        async for response in call:
+            if first:
+                await _relay_initial(context, call)
+                first = False
             yield response
-    except grpc.RpcError as err:
-        if isinstance(request, RequestGuard) and request.rejected is not None:
-            raise request.rejected from None
-        raise _relay_error(context, err) from None
-    _finish(context, responses)
+        await _relay_trailing(context, call)
+    except grpc.aio.AioRpcError as err:
+        raise await _failed(call, err) from None
+    finally:
+        call.cancel()
 
 
-def forward_client_stream(context: grpc.ServicerContext, upstream: Upstream, method: Method,
-                          requests: RequestGuard, metadata: Metadata,
-                          timeout: float | None) -> bytes:
-    future = upstream.callable(method).future(iter(requests), timeout=timeout, metadata=metadata)
-    requests.attach(future)
-    _cancel_with_client(context, future)
+async def client_stream(context: grpc.aio.ServicerContext, upstream: Upstream, method: Method,
+                        read: Read, check: Check, metadata: Metadata,
+                        timeout: float | None) -> bytes:
+    """Streamed requests, one response: each message is checked before it is written."""
+    call = upstream.callable(method)(timeout=timeout, metadata=metadata)
+    pump = asyncio.ensure_future(_pump(call, read, check))
     try:
-        response = future.result()
-    except (grpc.RpcError, grpc.FutureCancelledError) as err:
-        if requests.rejected is not None:
-            raise requests.rejected from None
-        if isinstance(err, grpc.FutureCancelledError):
-            raise  # the client went away; the server boundary records CANCELLED
-        raise _relay_error(context, err) from None
-    _relay_initial(context, future)
-    _finish(context, future)
+        response: bytes = await call
+        await pump
+    except grpc.aio.AioRpcError as err:
+        raise _pump_error(pump) or await _failed(call, err) from None
+    except asyncio.CancelledError:
+        raise _pump_error(pump) or asyncio.CancelledError() from None
+    finally:
+        pump.cancel()
+        call.cancel()
+    await _relay_initial(context, call)
+    await _relay_trailing(context, call)
     return response
+
+
+async def bidi_stream(context: grpc.aio.ServicerContext, upstream: Upstream, method: Method,
+                      read: Read, check: Check, metadata: Metadata,
+                      timeout: float | None) -> AsyncIterator[bytes]:
+    """Both sides stream: requests are pumped (checked, then written) while responses are
+    relayed. A refused request cancels the upstream call; its Reject ends the call."""
+    call = upstream.callable(method)(timeout=timeout, metadata=metadata)
+    pump = asyncio.ensure_future(_pump(call, read, check))
+    try:
+        first = True
+        async for response in call:
+            if first:
+                await _relay_initial(context, call)
+                first = False
+            yield response
+        await pump
+        await _relay_trailing(context, call)
+    except grpc.aio.AioRpcError as err:
+        raise _pump_error(pump) or await _failed(call, err) from None
+    except asyncio.CancelledError:
+        raise _pump_error(pump) or asyncio.CancelledError() from None
+    finally:
+        pump.cancel()
+        call.cancel()
+
+
+async def _pump(call: Any, read: Read, check: Check) -> None:
+    """Client → upstream: read, check, write, until the client half-closes. A refusal
+    (or a read that breaks a receive bound) cancels the upstream call and is re-raised
+    by the caller from this task's result."""
+    try:
+        while (message := await read()) is not None:
+            check(message)
+            await call.write(message)
+        await call.done_writing()
+    except Reject:
+        call.cancel()
+        raise
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        return  # the upstream ended the call; its status is what the caller reports
+
+
+def _pump_error(pump: asyncio.Future[None]) -> BaseException | None:
+    if pump.done() and not pump.cancelled():
+        return pump.exception()
+    return None

@@ -1,36 +1,43 @@
-"""The gRPC front: one generic handler that walks every call through admission and forward.
+"""The gRPC front (grpc.aio): every call walks admission, then forward, on one event loop.
 
-Each call takes the runtime's current State once, at its start (a reload never changes
-a call's config), runs `admission` (authenticate → route → authorize → inspect →
-authorize → limits), then `forward`. `_Boundary` is the one place where a Reject becomes
-a gRPC status (the code from `errors.STATUS`) and any unexpected exception becomes
-INTERNAL (the call is then never forwarded); every call leaves it by freeing its
-concurrency slot, counting its outcome and writing its audit event. Handlers take raw
-bytes in and out (no (de)serializers), one cached handler per known method path.
+Every method is served by a client-streaming handler, so tfgate runs as soon as a call's
+HEADERS arrive and before any body is read: `admission.start` authenticates, routes,
+authorizes the method and takes the caller's concurrency slot from the headers alone, and
+only then is the first message read (within `listen.receive_timeout_s`). A caller that
+fails there never gets a read posted, so gRPC never opens the stream's flow-control window
+for its body. No call holds a thread; an idle stream costs a few KB.
+
+Each call takes the runtime's current State once, at its start. `_Boundary` is the one
+place where a Reject becomes a gRPC status (the code from `errors.STATUS`) and anything
+unexpected becomes INTERNAL (the call is then never forwarded); every call leaves it by
+freeing what it holds, counting its outcome, writing its audit event and leaving its State.
+The listener's own bounds (docs/hostile-networks.md) are in `bounds.py`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
+import grpc.aio
 
 from proxy import admission, forward
 from proxy.admission import Request
+from proxy.bounds import Bounds, grpc_options
 from proxy.call import Call
 from proxy.config import Config
-from proxy.errors import Code, Reason, Reject
+from proxy.errors import Code, Reason, Reject, malformed
 from proxy.families import Kind, Method
-from proxy.forward import RequestGuard
 from proxy.limits import Lease
+from proxy.loop import LoopThread
 from proxy.runtime import Runtime
 from proxy.state import State
 
 log = logging.getLogger("tfgate")
 
-_NO_DEADLINE_S = 1e7  # gRPC reports "no deadline" as a remaining time of centuries
+_NO_DEADLINE_S = 1e7  # "no deadline" can show as a remaining time of centuries
 GRPC_CODE = {grpc_code.value[0]: grpc_code for grpc_code in grpc.StatusCode}
 
 
@@ -38,17 +45,19 @@ def grpc_status(code: Code) -> grpc.StatusCode:
     return GRPC_CODE[int(code)]
 
 
-def request_of(context: grpc.ServicerContext, path: str) -> Request:
+def request_of(context: grpc.aio.ServicerContext, path: str) -> Request:
     """What the transport knows when a call starts: metadata, certificate, deadline."""
     pems = context.auth_context().get("x509_pem_cert")
     remaining = context.time_remaining()
-    return Request(path, tuple(context.invocation_metadata()), pems[0] if pems else None,
-                   remaining if remaining < _NO_DEADLINE_S else None)
+    return Request(path, tuple(context.invocation_metadata() or ()),
+                   next(iter(pems), None) if pems else None,
+                   remaining if remaining is not None and remaining < _NO_DEADLINE_S else None)
 
 
 class Gateway(grpc.GenericRpcHandler):
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, bounds: Bounds) -> None:
         self.runtime = runtime
+        self.bounds = bounds
         # Only paths some config knows are cached: unknown paths must not grow memory.
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
@@ -58,190 +67,279 @@ class Gateway(grpc.GenericRpcHandler):
         if handler is None:
             method = self.runtime.state.methods.methods.get(path)
             if method is None:
-                return self._refuse(path)
+                return self._refusal(path)
             handler = self._handlers[path] = self._handler(method.kind, path)
         return handler
 
     def _handler(self, kind: Kind, path: str) -> grpc.RpcMethodHandler:
-        def unary_unary(request: bytes, context: grpc.ServicerContext) -> bytes | None:
-            return self._unary(path, request, context)
+        """Client-streaming handlers for every kind: they run at HEADERS time. Streamed
+        responses are written with `context.write` (grpc.aio's reader/writer API)."""
+        if kind is Kind.UNARY_UNARY:
+            async def unary(_: Any, context: grpc.aio.ServicerContext) -> bytes | None:
+                return await self._unary(path, context)
+            return grpc.stream_unary_rpc_method_handler(unary)
+        if kind is Kind.STREAM_UNARY:
+            async def client_stream(_: Any, context: grpc.aio.ServicerContext) -> bytes | None:
+                return await self._client_stream(path, context)
+            return grpc.stream_unary_rpc_method_handler(client_stream)
+        if kind is Kind.UNARY_STREAM:
+            async def server_stream(_: Any, context: grpc.aio.ServicerContext) -> None:
+                await self._server_stream(path, context)
+            return grpc.stream_stream_rpc_method_handler(server_stream)
 
-        def unary_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
-            return self._server_stream(path, request, context)
+        async def bidi_stream(_: Any, context: grpc.aio.ServicerContext) -> None:
+            await self._bidi_stream(path, context)
+        return grpc.stream_stream_rpc_method_handler(bidi_stream)
 
-        def stream_unary(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes | None:
-            return self._client_stream(path, requests, context)
-
-        def stream_stream(requests: Iterator[bytes],
-                          context: grpc.ServicerContext) -> Iterator[bytes]:
-            return self._bidi_stream(path, requests, context)
-
-        fn = locals()[kind.value]
-        return getattr(grpc, f"{kind.value}_rpc_method_handler")(fn)
-
-    def _refuse(self, path: str) -> grpc.RpcMethodHandler:
+    def _refusal(self, path: str) -> grpc.RpcMethodHandler:
         """Unknown paths are still authenticated (so the audit names the caller), then
-        refused by `admission.start`'s route stage."""
-        def refuse(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
-            with _Boundary(self.runtime, context, Call(path, context.peer())) as b:
-                admission.start(b.state, b.call, request_of(context, path), b.lease)
-            yield from ()
-        return grpc.stream_stream_rpc_method_handler(refuse)
+        refused by admission's route stage. Not cached: unknown paths are unbounded."""
+        async def refuse(_: Any, context: grpc.aio.ServicerContext) -> None:
+            async with _Boundary(self, context, path) as b:
+                b.start()
+        return grpc.stream_unary_rpc_method_handler(refuse)
 
-    # -- one function per call kind -------------------------------------------------
+    # -- one coroutine per call kind --------------------------------------------------
 
-    def _admit(self, b: _Boundary, path: str, first: bytes | None) -> tuple[
-            Method, admission.Admitted, forward.Upstream]:
-        request = request_of(b.context, path)
-        method = admission.start(b.state, b.call, request, b.lease)
-        facts = admission.NO_FACTS
-        if first is not None:
-            facts = admission.inspect(b.state, b.call, method, first)
-        admitted = admission.admit(b.state, b.call, method, facts, request)
-        return method, admitted, b.state.upstreams[admitted.upstream]
-
-    def _check(self, b: _Boundary, method: Method) -> Callable[[bytes], None]:
-        def check(message: bytes) -> None:
-            b.call.bytes_in += len(message)
-            b.call.messages_in += 1
-            admission.inspect(b.state, b.call, method, message)
-        return check
-
-    def _unary(self, path: str, request: bytes, context: grpc.ServicerContext) -> bytes | None:
-        with _Boundary(self.runtime, context, Call(path, context.peer(),
-                                                   bytes_in=len(request), messages_in=1)) as b:
-            method, admitted, upstream = self._admit(b, path, request)
-            response = forward.forward_unary(context, upstream, method, request,
-                                             admitted.metadata, admitted.timeout)
+    async def _unary(self, path: str, context: grpc.aio.ServicerContext) -> bytes | None:
+        async with _Boundary(self, context, path) as b:
+            method, admitted, upstream, message = await b.admit_unary()
+            response = await forward.unary(context, upstream, method, message,
+                                           admitted.metadata, admitted.timeout)
             b.call.bytes_out, b.call.messages_out = len(response), 1
             return response
-        return None  # the client went away; nothing to answer
+        return None  # refused: the boundary has set the status
 
-    def _server_stream(self, path: str, request: bytes,
-                       context: grpc.ServicerContext) -> Iterator[bytes]:
-        with _Boundary(self.runtime, context, Call(path, context.peer(),
-                                                   bytes_in=len(request), messages_in=1)) as b:
-            method, admitted, upstream = self._admit(b, path, request)
-            yield from self._count(b.call, forward.forward_stream(
-                context, upstream, method, request, admitted.metadata, admitted.timeout))
+    async def _server_stream(self, path: str, context: grpc.aio.ServicerContext) -> None:
+        async with _Boundary(self, context, path) as b:
+            method, admitted, upstream, message = await b.admit_unary()
+            async for response in forward.server_stream(
+                    context, upstream, method, message, admitted.metadata, admitted.timeout):
+                b.sent(response)
+                await context.write(response)
 
-    def _client_stream(self, path: str, requests: Iterator[bytes],
-                       context: grpc.ServicerContext) -> bytes | None:
-        with _Boundary(self.runtime, context, Call(path, context.peer())) as b:
-            method, admitted, upstream = self._admit(b, path, None)
-            guard = RequestGuard(requests, self._check(b, method))
-            response = forward.forward_client_stream(
-                context, upstream, method, guard, admitted.metadata, admitted.timeout)
-            b.call.bytes_out, b.call.messages_out = len(response), 1
+    async def _client_stream(self, path: str, context: grpc.aio.ServicerContext) -> bytes | None:
+        async with _Boundary(self, context, path) as b:
+            method, admitted, upstream = b.admit_stream()
+            response = await forward.client_stream(
+                context, upstream, method, b.next_message, b.checker(method),
+                admitted.metadata, admitted.timeout)
+            b.sent(response)
             return response
         return None
 
-    def _bidi_stream(self, path: str, requests: Iterator[bytes],
-                     context: grpc.ServicerContext) -> Iterator[bytes]:
-        with _Boundary(self.runtime, context, Call(path, context.peer())) as b:
-            method, admitted, upstream = self._admit(b, path, None)
-            guard = RequestGuard(requests, self._check(b, method))
-            yield from self._count(b.call, forward.forward_stream(
-                context, upstream, method, guard, admitted.metadata, admitted.timeout))
-
-    @staticmethod
-    def _count(call: Call, responses: Iterator[bytes]) -> Iterator[bytes]:
-        for response in responses:
-            call.bytes_out += len(response)
-            call.messages_out += 1
-            yield response
+    async def _bidi_stream(self, path: str, context: grpc.aio.ServicerContext) -> None:
+        async with _Boundary(self, context, path) as b:
+            method, admitted, upstream = b.admit_stream()
+            async for response in forward.bidi_stream(
+                    context, upstream, method, b.next_message, b.checker(method),
+                    admitted.metadata, admitted.timeout):
+                b.sent(response)
+                await context.write(response)
 
 
 class _Boundary:
-    """The status boundary around one call: the one place where a Reject becomes a
-    status and anything unexpected becomes INTERNAL. Every call leaves it by freeing its
-    concurrency slot, counting its outcome, writing its audit event and leaving its State."""
+    """One call, from its headers to its status: admission with the listener's bounds,
+    and the one place where a Reject becomes a status and anything unexpected INTERNAL."""
 
-    def __init__(self, runtime: Runtime, context: grpc.ServicerContext, call: Call) -> None:
-        self.runtime = runtime
-        self.state: State = runtime.enter()  # read once: a reload never changes a call's config
+    def __init__(self, gateway: Gateway, context: grpc.aio.ServicerContext, path: str) -> None:
+        self.runtime = gateway.runtime
+        self.bounds = gateway.bounds
         self.context = context
-        self.call = call
+        self.state: State = self.runtime.enter()  # read once: a reload never changes it
+        self.call = Call(path, context.peer())
         self.lease = Lease()
+        self.request: Request | None = None
+        self._peer: str | None = None
+        self._held = 0  # buffered request bytes this call counts against the budget
 
-    def __enter__(self) -> _Boundary:
+    async def __aenter__(self) -> _Boundary:
         return self
 
-    def __exit__(self, kind: type | None, exc: BaseException | None, _tb: object) -> bool:
+    def start(self) -> Method:
+        """The headers: the peer's share, then admission's start stage."""
+        self._peer = self.bounds.enter(self.call.peer)
+        self.request = request_of(self.context, self.call.method)
+        return admission.start(self.state, self.call, self.request, self.lease)
+
+    async def admit_unary(self) -> tuple[Method, admission.Admitted, forward.Upstream, bytes]:
+        method = self.start()
+        message = await self._read(self.bounds.receive_timeout_s)
+        if message is None:
+            raise malformed("the call ended before its request message")
+        facts = admission.inspect(self.state, self.call, method, message)
+        admitted = admission.admit(self.state, self.call, method, facts, self._req())
+        return method, admitted, self.state.upstreams[admitted.upstream], message
+
+    def admit_stream(self) -> tuple[Method, admission.Admitted, forward.Upstream]:
+        method = self.start()
+        admitted = admission.admit(self.state, self.call, method, admission.NO_FACTS,
+                                   self._req())
+        return method, admitted, self.state.upstreams[admitted.upstream]
+
+    def _req(self) -> Request:
+        assert self.request is not None
+        return self.request
+
+    async def next_message(self) -> bytes | None:
+        """A client stream's next message; the previous one has been written upstream.
+        No timeout: a TF client's stream may idle for as long as the client lives."""
+        self._release_held()
+        return await self._read(None)
+
+    def checker(self, method: Method) -> forward.Check:
+        def check(message: bytes) -> None:
+            admission.inspect(self.state, self.call, method, message)
+        return check
+
+    async def _read(self, timeout: float | None) -> bytes | None:
         try:
-            return exc is not None and _fail(self.call, self.context, exc)
+            async with asyncio.timeout(timeout):
+                message = await self.context.read()
+        except TimeoutError:
+            raise Reject(Reason.REQUEST_TIMEOUT, f"request message not received within "
+                         f"{timeout:g} s (listen.receive_timeout_s)") from None
+        if message is grpc.aio.EOF:
+            return None
+        self._held = self.bounds.hold_bytes(len(message))
+        self.call.bytes_in += len(message)
+        self.call.messages_in += 1
+        return message
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, 0
+        if held:
+            self.bounds.release_bytes(held)
+
+    def sent(self, response: bytes) -> None:
+        self.call.bytes_out += len(response)
+        self.call.messages_out += 1
+
+    async def __aexit__(self, kind: type | None, exc: BaseException | None, _tb: object) -> bool:
+        refusal: Reject | None = None
+        try:
+            refusal = self._outcome(exc)
         finally:
-            self.lease.release()
-            self.state.shared.outcomes.add(self.call.reason.value)
-            if self.state.audit is not None:
-                self.state.audit.emit(self.call)
-            self.runtime.leave(self.state)
-
-
-def _fail(call: Call, context: grpc.ServicerContext, exc: BaseException) -> bool:
-    """Record the outcome and abort the call (raises); True only when the client is
-    already gone and there is no one left to answer."""
-    if isinstance(exc, GeneratorExit):
-        call.code, call.reason = Code.CANCELLED, Reason.CANCELLED
+            self._finish()
+        if refusal is not None:
+            trailers = refusal.trailers if isinstance(refusal, forward.UpstreamFailed) else ()
+            await self.context.abort(grpc_status(refusal.code), refusal.message, trailers)
         return False
-    if isinstance(exc, Reject):
-        reject = exc
-    elif not context.is_active():
-        call.code, call.reason, call.detail = Code.CANCELLED, Reason.CANCELLED, "client went away"
-        return True
-    else:
-        log.error("internal error in %s", call.method, exc_info=exc)
-        reject = Reject(Reason.INTERNAL_ERROR, "internal error",
-                        detail=f"{type(exc).__name__}: {exc}")
-    call.code, call.reason, call.detail = reject.code, reject.reason, reject.detail
-    context.abort(grpc_status(reject.code), reject.message)
-    return False  # not reached: abort raises
+
+    def _outcome(self, exc: BaseException | None) -> Reject | None:
+        """Record how the call ended; the Reject to answer with, if any."""
+        call = self.call
+        if exc is None:
+            return None
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            call.code, call.reason, call.detail = Code.CANCELLED, Reason.CANCELLED, "cancelled"
+            return None
+        if isinstance(exc, grpc.aio.AbortError):
+            return None  # already answered
+        if isinstance(exc, Reject):
+            refusal = exc
+        else:
+            log.error("internal error in %s", call.method, exc_info=exc)
+            refusal = Reject(Reason.INTERNAL_ERROR, "internal error",
+                             detail=f"{type(exc).__name__}: {exc}")
+        call.code, call.reason, call.detail = refusal.code, refusal.reason, refusal.detail
+        return refusal
+
+    def _finish(self) -> None:
+        """Free everything the call holds; each step runs even if another fails."""
+        for step in (self.lease.release, self._release_held, self._leave_peer,
+                     self._count, self._audit):
+            try:
+                step()
+            except Exception:
+                log.exception("while finishing a call to %s", self.call.method)
+        self.runtime.leave(self.state)
+
+    def _leave_peer(self) -> None:
+        peer, self._peer = self._peer, None
+        if peer is not None:
+            self.bounds.leave(peer)
+
+    def _count(self) -> None:
+        self.state.shared.outcomes.add(self.call.reason.value)
+
+    def _audit(self) -> None:
+        if self.state.audit is not None:
+            self.state.audit.emit(self.call)
+
+
+class AsyncServer:
+    """The aio listener of one process."""
+
+    def __init__(self, cfg: Config, runtime: Runtime, *, reuse_port: bool = False) -> None:
+        self.config = cfg
+        self.runtime = runtime
+        self.bounds = Bounds(cfg.listen)
+        self.gateway = Gateway(runtime, self.bounds)
+        self._reuse_port = reuse_port
+        self._server: grpc.aio.Server | None = None
+        self.address = cfg.listen.address
+        self.port = 0
+
+    async def start(self) -> None:
+        listen = self.config.listen
+        # No maximum_concurrent_rpcs: grpc.aio would stop accepting calls (queueing them
+        # in core) rather than refuse them; Bounds refuses past listen.max_calls instead.
+        server = grpc.aio.server(handlers=[self.gateway],
+                                 options=grpc_options(listen, reuse_port=self._reuse_port))
+        credentials = self.runtime.server_credentials()
+        try:
+            port = (server.add_insecure_port(listen.address) if credentials is None
+                    else server.add_secure_port(listen.address, credentials))
+        except RuntimeError:
+            port = 0
+        if port == 0 and not listen.address.startswith("unix:"):
+            raise OSError(f"cannot listen on {listen.address}: address in use or not "
+                          "available")
+        await server.start()
+        self._server = server
+        self.port = port
+        if not listen.address.startswith("unix:"):
+            self.address = f"{listen.address.rpartition(':')[0]}:{port}"
+
+    async def stop(self, grace: float | None) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+        self.runtime.close()
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
 
 
 class RunningServer:
-    """A started tfgate listener; `address` is what it actually bound."""
+    """A started listener, driven from ordinary (non-async) code: the CLI and the tests.
+    Its event loop runs in one shared background thread (`loop.py`)."""
 
     def __init__(self, cfg: Config, runtime: Runtime | None = None, *,
                  reuse_port: bool = False) -> None:
-        self.runtime = runtime or Runtime.from_config(cfg)
-        self.gateway = Gateway(self.runtime)
+        self._loop = LoopThread.shared()
         self.config = cfg
-        threads = cfg.server.threads
-        self._server = grpc.server(
-            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tfgate"),
-            handlers=[self.gateway],
-            maximum_concurrent_rpcs=threads,
-            options=[
-                ("grpc.max_receive_message_length", cfg.listen.max_message_bytes),
-                ("grpc.max_send_message_length", -1),
-                # Shared only by tfgate's own workers (proxy/workers.py); otherwise a
-                # stale process on the same port would silently take half the calls.
-                ("grpc.so_reuseport", 1 if reuse_port else 0),
-            ],
-        )
-        listen = cfg.listen
-        credentials = self.runtime.server_credentials()
-        if credentials is None:
-            port = self._server.add_insecure_port(listen.address)
-        else:
-            port = self._server.add_secure_port(listen.address, credentials)
-        if port == 0 and not listen.address.startswith("unix:"):
-            raise OSError(f"cannot listen on {listen.address}")
-        host = listen.address.rpartition(":")[0]
-        self.address = listen.address if listen.address.startswith("unix:") else f"{host}:{port}"
-        self.port = port
+        self.runtime = runtime or Runtime.from_config(cfg)
+        self._server = AsyncServer(cfg, self.runtime, reuse_port=reuse_port)
+        try:
+            self._loop.run(self._server.start())
+        except BaseException:
+            self.runtime.close()
+            raise
+        self.address = self._server.address
+        self.port = self._server.port
+        self.gateway = self._server.gateway
 
     @property
     def state(self) -> State:
         return self.runtime.state
 
     def start(self) -> RunningServer:
-        self._server.start()
-        return self
+        return self  # serving since construction (the port is bound and started)
 
     def stop(self, grace: float | None = None) -> None:
-        self._server.stop(grace).wait()
-        self.runtime.close()
+        self._loop.run(self._server.stop(grace))
 
     def wait(self) -> None:
-        self._server.wait_for_termination()
+        self._loop.run(self._server.wait())

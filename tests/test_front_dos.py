@@ -1,9 +1,7 @@
-"""tfgate's own listener under the attacks of tests/h2attack.py.
-
-These state what the rebuilt gRPC front must do; against today's front (a sync server
-whose unary handlers wait for the body on a worker thread) they fail, so they are
-strict xfails: remove the marker when the new front lands.
-"""
+"""tfgate's own listener under the attacks of tests/h2attack.py: a front that checks
+credentials at HEADERS time never waits for, or buffers, the body of a caller it refuses.
+(Against the old sync front, whose unary handlers waited for the body on a worker
+thread, both tests failed.)"""
 
 from __future__ import annotations
 
@@ -12,17 +10,12 @@ import time
 
 import grpc
 import h2attack as attack
-import pytest
 from conftest import AUDIENCE, ISSUER, base_config
 
 from bench.messages import predict_request
 from tfgate_dev.devpki import mint_claims
 
-THREADS = 4
-HOLDS_THREADS = pytest.mark.xfail(strict=True, reason="today's sync unary front holds a worker "
-                                  "thread per half-open stream before authentication")
-BUFFERS_BODIES = pytest.mark.xfail(strict=True, reason="today's front opens each stream's window "
-                                   "to the declared message size before authentication")
+THREADS = 4  # the old front's thread count; the attack opens four times as many streams
 
 
 def jwt_only_config(pki, signing) -> dict:
@@ -31,7 +24,6 @@ def jwt_only_config(pki, signing) -> dict:
     config = copy.deepcopy(base_config(pki, signing, upstream="127.0.0.1:9"))
     config["listen"]["tls"] = {"cert": str(pki.server.cert_path), "key": str(pki.server.key_path),
                                "client_auth": "none"}
-    config["server"] = {"threads": THREADS}
     config["policy"]["rules"] = [rule for rule in config["policy"]["rules"]
                                  if "token" in rule.get("require", ())]
     return config
@@ -50,7 +42,6 @@ def refused_call(pki, address: str, token: str) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-@HOLDS_THREADS
 def test_half_open_streams_without_credentials_do_not_starve_honest_calls(
         pki, signing, make_proxy):
     proxy = make_proxy(jwt_only_config(pki, signing))
@@ -67,7 +58,6 @@ def test_half_open_streams_without_credentials_do_not_starve_honest_calls(
         assert refused_call(pki, proxy.address, token) is grpc.StatusCode.PERMISSION_DENIED
 
 
-@BUFFERS_BODIES
 def test_partial_large_messages_without_credentials_are_not_buffered(pki, signing, make_proxy):
     proxy = make_proxy(jwt_only_config(pki, signing))
     target = attack.Target("127.0.0.1", proxy.port, ca=pki.ca.ca.cert_pem,
@@ -79,7 +69,7 @@ def test_partial_large_messages_without_credentials_are_not_buffered(pki, signin
                and run.open_count() + run.stats["streams_ended_by_server"] < 8):
             time.sleep(0.05)
         time.sleep(1.0)  # let the windows fill, whatever the front allows
-    # Today every stream takes its whole declared message; a front that authenticates
-    # at HEADERS time refuses them after at most one small window each.
+    # The old front took each stream's whole declared message; this one refuses them
+    # at HEADERS time, after at most one small window each.
     assert run.stats["streams_opened"] == 8
     assert run.stats["body_bytes_sent"] <= 1 << 20

@@ -94,11 +94,11 @@ class Concurrency(Section):
     """Calls in flight. Excess calls fail at once with RESOURCE_EXHAUSTED; none wait."""
 
     per_principal: int | None = Field(
-        32, ge=1, description="Most calls one principal may have in flight: half of the "
-        "default server.threads, so one caller cannot take every thread. Null: no cap.")
+        32, ge=1, description="Most calls one principal may have in flight, counted from "
+        "its headers on (a call waiting for its body counts). Null: no cap.")
     total: int | None = Field(
-        None, ge=1, description="Most calls in flight through tfgate. Null: server.threads "
-        "(gRPC itself refuses calls beyond it).")
+        None, ge=1, description="Most calls in flight through tfgate, audited when refused. "
+        "Null: only listen.max_calls (gRPC's own cap, not audited).")
 
 
 class Deadline(Section):

@@ -40,8 +40,33 @@ class ListenTLS(Section):
         return self
 
 
+class Keepalive(Section):
+    """HTTP/2 connection upkeep: what tfgate tolerates from clients and how it finds dead
+    or idle connections (gRPC core enforces these)."""
+
+    min_client_ping_interval_s: float = Field(
+        10, ge=1, description="A client ping sooner than this after the previous one is a "
+        "strike; after `max_ping_strikes` the connection is closed (GOAWAY "
+        "ENHANCE_YOUR_CALM). Pings without calls in flight always count as strikes.")
+    max_ping_strikes: int = Field(
+        2, ge=1, description="Strikes tolerated before a connection is closed.")
+    time_s: float = Field(
+        60, gt=0, description="tfgate pings a connection that was quiet this long ...")
+    timeout_s: float = Field(
+        20, gt=0, description="... and closes it when the ping is not answered in this time.")
+    max_idle_s: float | None = Field(
+        300, gt=0, description="Close a connection with no call for this long. Null: never.")
+    max_age_s: float | None = Field(
+        None, gt=0, description="Close every connection after this age (GOAWAY, then "
+        "`max_age_grace_s` for calls in flight). Null (default): never, because a TF "
+        "client's StreamingEnqueue lives as long as the client.")
+    max_age_grace_s: float = Field(
+        60, ge=0, description="Time calls in flight get after a max-age GOAWAY.")
+
+
 class Listen(Section):
-    """Where tfgate accepts calls."""
+    """Where tfgate accepts calls, and the bounds every client meets before it has
+    authenticated (docs/hostile-networks.md)."""
 
     address: Address = Field("127.0.0.1:8443", description="host:port or unix:PATH.")
     tls: ListenTLS | None = Field(None, description="TLS settings; required unless plaintext.")
@@ -52,6 +77,31 @@ class Listen(Section):
         description="Largest request message accepted, checked by gRPC before any stage "
         "runs, on the decompressed size for gzip/deflate messages (grpcio stops inflating "
         "at the cap); larger ones fail with RESOURCE_EXHAUSTED and are not audited.")
+    max_calls: int = Field(
+        4096, ge=1, le=1_000_000, description="Calls in flight per process; gRPC refuses "
+        "more with RESOURCE_EXHAUSTED before tfgate sees them (not audited).")
+    max_connections: int = Field(
+        1024, ge=1, description="Open client connections per process; more are closed at "
+        "once by gRPC.")
+    max_streams_per_connection: int = Field(
+        100, ge=1, le=2**31 - 1, description="HTTP/2 streams one connection may have open "
+        "(SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with REFUSED_STREAM.")
+    max_calls_per_peer: int = Field(
+        512, ge=1, description="Calls in flight from one peer IP address, whatever its "
+        "credentials; more are refused with RESOURCE_EXHAUSTED.")
+    receive_timeout_s: float = Field(
+        10, gt=0, le=3600, description="A unary call's request message must have arrived "
+        "completely this long after its headers, else DEADLINE_EXCEEDED.")
+    max_buffered_bytes: int = Field(
+        512 * MiB, ge=0, description="Request bytes tfgate may hold at once per process "
+        "(received, not yet forwarded); a message that would pass it is refused with "
+        "RESOURCE_EXHAUSTED.")
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, le=1024 * 1024, description="Largest metadata (headers) of a "
+        "call; larger are refused by gRPC.")
+    handshake_timeout_s: float = Field(
+        5, gt=0, le=600, description="Time a TLS handshake may take.")
+    keepalive: Keepalive = Field(default_factory=Keepalive, description="Connection upkeep.")
 
     @pydantic.model_validator(mode="after")
     def _tls_or_loopback(self) -> Listen:

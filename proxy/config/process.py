@@ -27,6 +27,4 @@ class Audit(Section):
 class Server(Section):
     """Process model."""
 
-    threads: int = Field(64, ge=1, le=4096, description="Calls handled at once per process; "
-                         "size it to peak in-flight calls (rps x model latency).")
     grace_s: float = Field(5.0, ge=0, description="Drain time on SIGTERM before cancelling calls.")
