@@ -57,20 +57,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError("listen.address", f"--workers {plan.workers} needs a fixed TCP port "
                           "that the workers share (port 0 and unix sockets cannot be shared); "
                           "set one or use --workers 1")
-    claim = _claim_port(cfg.listen.address)  # held until this process exits
+    if plan.workers == 1:
+        _check_port(cfg.listen.address, claim=False)
+        return _serve(cfg, args, cpu=plan.cpus[0], shared_port=False)
+    claim = _check_port(cfg.listen.address, claim=True)  # held while the workers run
     try:
-        if plan.workers == 1:
-            return _serve(cfg, args, cpu=plan.cpus[0], shared_port=False)
         return _supervise(cfg, args, plan)
     finally:
         if claim is not None:
             claim.release()
 
 
-def _claim_port(address: str) -> ports.PortClaim | None:
-    """One tfgate per fixed TCP port (ports.py); ListenError (one line, exit 1) if taken."""
+def _check_port(address: str, *, claim: bool) -> ports.PortClaim | None:
+    """Refuse a fixed TCP port someone holds with ListenError (one line, exit 1); with
+    `claim`, also lock it for this instance (ports.py)."""
     kind, host, port = parse_address(address)
     if kind != "tcp" or not port or host is None:
+        return None
+    if not claim:
+        ports.probe(address, host, port)
         return None
     return ports.claim(address, host, port)
 

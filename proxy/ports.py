@@ -4,14 +4,17 @@
 also let a second tfgate (or any process of the same user that sets SO_REUSEPORT) bind
 the same port and silently take part of the connections. So before serving, `claim`
 
-1. takes an exclusive `flock` on a per-port file (`tfgate-<host>-<port>.lock` in
-   /run/tfgate when it exists and is writable, else the system temp dir), held until this
-   process exits, so that two tfgate starting at once cannot both pass step 2;
+1. takes an exclusive `flock` on a per-port file (`tfgate-<host>-<port>.lock` in the
+   first writable one of /run/tfgate, /dev/shm and the system temp dir: /dev/shm stays
+   writable in containers with a read-only root), held until this process exits, so that
+   two supervisors starting at once cannot both pass step 2;
 2. binds the address once without SO_REUSEPORT, which fails while any socket holds
    the port, SO_REUSEPORT or not (with SO_REUSEADDR, as gRPC binds: a connection left
    in TIME_WAIT owns nothing).
 
 Either failing is a `ListenError`: "cannot listen on HOST:PORT: address already in use".
+A single process needs only step 2 (`probe`), for the clear message: its own listener
+never sets SO_REUSEPORT, so its bind is exclusive anyway.
 The lock file is left behind on purpose: deleting it would let a racer lock a file that
 a newcomer no longer sees.
 """
@@ -28,6 +31,7 @@ import tempfile
 from dataclasses import dataclass
 
 RUN_DIR = pathlib.Path("/run/tfgate")
+SHM_DIR = pathlib.Path("/dev/shm")
 
 
 class ListenError(OSError):
@@ -51,8 +55,10 @@ class PortClaim:
 
 
 def lock_dir() -> pathlib.Path:
-    if RUN_DIR.is_dir() and os.access(RUN_DIR, os.W_OK | os.X_OK):
-        return RUN_DIR
+    """The same answer for every tfgate of one user on one host, so that they meet."""
+    for candidate in (RUN_DIR, SHM_DIR):
+        if candidate.is_dir() and os.access(candidate, os.W_OK | os.X_OK):
+            return candidate
     return pathlib.Path(tempfile.gettempdir())
 
 

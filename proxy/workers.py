@@ -102,15 +102,21 @@ _SHM = pathlib.Path("/dev/shm")
 _INSTANCE = "tfgate-instance-"   # + the supervisor's pid + "-" + random
 
 
+def scratch_parent() -> pathlib.Path:
+    """Where the supervisor keeps its files: /dev/shm where usable (memory, and writable
+    in containers with a read-only root), else the system temp dir."""
+    if _SHM.is_dir() and os.access(_SHM, os.W_OK | os.X_OK):
+        return _SHM
+    return pathlib.Path(tempfile.gettempdir())
+
+
 @contextlib.contextmanager
 def instance_dir(parent: pathlib.Path | None = None) -> Iterator[pathlib.Path]:
     """A private directory (mode 0700) for files the workers of this instance share,
     in memory (/dev/shm) where there is one; removed when the supervisor stops. One left
     by a supervisor that was killed (SIGKILL: it could not clean up) is removed by the
     next start. What goes in it is the caller's business (cli.py: the limit table)."""
-    if parent is None:
-        shm = _SHM.is_dir() and os.access(_SHM, os.W_OK | os.X_OK)
-        parent = _SHM if shm else pathlib.Path(tempfile.gettempdir())
+    parent = parent or scratch_parent()
     _remove_orphans(parent)
     with tempfile.TemporaryDirectory(prefix=f"{_INSTANCE}{os.getpid()}-", dir=parent) as tmp:
         yield pathlib.Path(tmp)
@@ -182,7 +188,7 @@ def supervise(worker_argv: Callable[[int, int | None, pathlib.Path], list[str]],
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with tempfile.TemporaryDirectory(prefix="tfgate-workers-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="tfgate-workers-", dir=scratch_parent()) as tmp:
         workers = [_Worker(i, cpu, worker_argv(i, cpu, pathlib.Path(tmp) / f"{i}.ready"),
                            pathlib.Path(tmp) / f"{i}.ready") for i, cpu in enumerate(p.cpus)]
         for w in workers:

@@ -78,6 +78,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def _no_lock_files_left() -> Iterator[None]:
+    """Remove the per-port lock files the supervisors of a test made (ports.py keeps
+    them on purpose; a test's random ports would leave one per run)."""
+    from proxy import ports
+
+    before = set(ports.lock_dir().glob("tfgate-127.0.0.1-*.lock"))
+    yield
+    for made in set(ports.lock_dir().glob("tfgate-127.0.0.1-*.lock")) - before:
+        made.unlink(missing_ok=True)
+
+
 def test_several_workers_need_a_fixed_port(tmp_path: pathlib.Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--config", str(_config(tmp_path, "127.0.0.1:0")),
@@ -387,3 +399,18 @@ def test_instance_dir_is_private_removed_and_orphans_go(tmp_path: pathlib.Path) 
         (shared / "limits").write_bytes(b"x")
         assert not orphan.exists() and alive.exists()
     assert not shared.exists()
+
+
+def test_a_worker_that_cannot_bind_says_so_in_one_line(tmp_path: pathlib.Path) -> None:
+    """The bind itself failing (someone took the port after the supervisor's probe): gRPC
+    raises RuntimeError; the worker prints tfgate's line (after gRPC's own log line) and
+    exits 1, without a traceback."""
+    with socket.socket() as other:   # no SO_REUSEPORT: the worker's bind must fail
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        address = f"127.0.0.1:{other.getsockname()[1]}"
+        result = _second(_config(tmp_path, address), "--workers", "2", "--worker-index", "0")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tfgate: cannot listen on {address}: failed to bind")
