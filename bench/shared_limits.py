@@ -73,7 +73,7 @@ def main() -> int:
                                      else None) as tmp:
         path = create(pathlib.Path(tmp) / "limits", 65536, max(2, args.processes))
         shared, local = SharedLimitState(path, 0), LimitState()
-        locks = _per_op(lambda _: (shared._lock([1]), shared._unlock([1])), args.calls)
+        locks = _per_op(lambda _: (shared._table.lock([1]), shared._table.unlock([1])), args.calls)
         print(f"record lock + unlock (one stripe)     {locks:6.2f} µs")
         for name, state in (("LimitState", local), ("SharedLimitState", shared)):
             pair = _per_op(_hold_release(state, "spiffe://bench/caller"), args.calls)

@@ -318,7 +318,9 @@ class TestCollisions:
         state = shared_store(tmp_path, slots=3)
         row = bytes(range(1, 33))
         chosen = {b"h\0alice": row[:16], b"h\0bob": row[16:], b"h\0eve": row[8:24]}
-        monkeypatch.setattr(state, "_locate", lambda key: (chosen[key], 0))
+        table = state._table
+        base = table.locate(b"any")[1]   # the one set
+        monkeypatch.setattr(table, "locate", lambda key: (chosen[key], base))
         assert state.hold("alice", 1, None) is None
         assert state.hold("bob", 1, None) is None
         assert state.hold("eve", 1, None) is None   # not counted as alice's or bob's
