@@ -159,7 +159,8 @@ class Limits(Section):
     table_size: int = Field(
         65536, ge=16, le=2**22, description="With `serve --workers N`: how many callers "
         "the workers' shared limit table tracks at once (a caller with calls in flight, "
-        "and each of its rate buckets not yet refilled, takes one entry each). Fixed at "
-        "start (a reload does not resize it); when full, a new caller is refused with "
-        "RESOURCE_EXHAUSTED until entries free up. About 40 + 4 × N bytes per entry. "
-        "Unused by a single process, whose tables grow and shrink with use.")
+        "and each of its rate buckets not yet refilled, takes one entry each); size it to "
+        "about 4× the callers busy at once (docs/limits.md). Fixed at start (a reload "
+        "does not resize it); when full, a new caller is refused with RESOURCE_EXHAUSTED "
+        "until entries free up. About 40 + 4 × N bytes per entry. Unused by a single "
+        "process, whose tables grow and shrink with use.")
