@@ -1,5 +1,7 @@
 """`tfgate serve --workers`: how many processes, which cores, and the supervisor's
-lifecycle (one real two-worker run: shared port, restart after a crash, clean stop)."""
+lifecycle (one real two-worker run: shared port, restart after a crash, clean stop);
+limits that hold for the whole instance whichever worker a connection lands on (the
+worker of each connection is read from the workers' sockets); one tfgate per port."""
 
 from __future__ import annotations
 
