@@ -9,9 +9,15 @@ import pathlib
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
+from proxy import ports
 from proxy.config import Config, load_config, parse_address
 from proxy.errors import ConfigError
+
+if TYPE_CHECKING:
+    from proxy.runtime import Runtime
+    from proxy.workers import Plan
 
 
 def _load(path: pathlib.Path) -> Config:
@@ -37,7 +43,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if args.worker_index is not None:  # one of the supervisor's workers
         workers.die_with_parent()
-        return _serve(cfg, args, cpu=args.worker_cpu, shared_port=True)
+        return _serve(cfg, args, cpu=args.worker_cpu, shared_port=True,
+                      runtime=_worker_runtime(cfg, args))
     plan = workers.plan(args.workers, pin=not args.no_pin)
     kind, _, port = parse_address(cfg.listen.address)
     shareable = kind == "tcp" and bool(port)
@@ -46,29 +53,74 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "listen.address %s cannot be shared by workers: serving with one process",
             cfg.listen.address)
         plan = workers.plan(1, pin=not args.no_pin)
-    if plan.workers == 1:
-        return _serve(cfg, args, cpu=plan.cpus[0], shared_port=False)
-    if not shareable:
+    if plan.workers > 1 and not shareable:
         raise ConfigError("listen.address", f"--workers {plan.workers} needs a fixed TCP port "
                           "that the workers share (port 0 and unix sockets cannot be shared); "
                           "set one or use --workers 1")
+    if plan.workers == 1:
+        _check_port(cfg.listen.address, claim=False)
+        return _serve(cfg, args, cpu=plan.cpus[0], shared_port=False)
+    claim = _check_port(cfg.listen.address, claim=True)  # held while the workers run
+    try:
+        return _supervise(cfg, args, plan)
+    finally:
+        if claim is not None:
+            claim.release()
 
-    def worker_argv(index: int, cpu: int | None, ready: pathlib.Path) -> list[str]:
-        argv = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(args.config),
-                "--workers", str(plan.workers), "--worker-index", str(index),
-                "--ready-file", str(ready)]
-        return argv + (["--worker-cpu", str(cpu)] if cpu is not None else [])
 
-    return workers.supervise(worker_argv, plan, args.ready_file, cfg.listen.address)
+def _check_port(address: str, *, claim: bool) -> ports.PortClaim | None:
+    """Refuse a fixed TCP port someone holds with ListenError (one line, exit 1); with
+    `claim`, also lock it for this instance (ports.py)."""
+    kind, host, port = parse_address(address)
+    if kind != "tcp" or not port or host is None:
+        return None
+    if not claim:
+        ports.probe(address, host, port)
+        return None
+    return ports.claim(address, host, port)
 
 
-def _serve(cfg: Config, args: argparse.Namespace, *, cpu: int | None, shared_port: bool) -> int:
+def _supervise(cfg: Config, args: argparse.Namespace, plan: Plan) -> int:
+    """Run the workers, sharing one limit table in a file this process creates."""
+    from proxy import shared_limits, workers
+
+    with workers.instance_dir() as shared:
+        table = shared_limits.create(shared / "limits", cfg.limits.table_size, plan.workers)
+
+        def worker_argv(index: int, cpu: int | None, ready: pathlib.Path) -> list[str]:
+            argv = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(args.config),
+                    "--workers", str(plan.workers), "--worker-index", str(index),
+                    "--ready-file", str(ready), "--shared-limits", str(table)]
+            return argv + (["--worker-cpu", str(cpu)] if cpu is not None else [])
+
+        return workers.supervise(worker_argv, plan, args.ready_file, cfg.listen.address)
+
+
+def _worker_runtime(cfg: Config, args: argparse.Namespace) -> Runtime | None:
+    """A worker's runtime over the instance's shared limit table (None: its own)."""
+    if args.shared_limits is None:
+        return None
+    from proxy.runtime import Runtime
+    from proxy.shared_limits import SharedLimitState
+    from proxy.state import Shared, build_state
+
+    limits = SharedLimitState(args.shared_limits, args.worker_index)
+    return Runtime(build_state(cfg, Shared(limits=limits)))
+
+
+def _serve(cfg: Config, args: argparse.Namespace, *, cpu: int | None, shared_port: bool,
+           runtime: Runtime | None = None) -> int:
     """Serve in this process, pinned to `cpu` before gRPC starts any thread."""
     from proxy import workers
     from proxy.server import RunningServer
 
     workers.pin_to(cpu)
-    server = RunningServer(cfg, reuse_port=shared_port).start()
+    try:
+        server = RunningServer(cfg, runtime, reuse_port=shared_port).start()
+    except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
+        if "bind" not in str(exc):
+            raise
+        raise ports.ListenError(cfg.listen.address, "failed to bind") from None
     gc.collect()
     gc.freeze()  # start-up objects never change: keep them out of every later collection
     where = "" if cpu is None else f" (CPU {cpu})"
@@ -125,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="do not pin workers to cores")
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--worker-cpu", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--shared-limits", type=pathlib.Path, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check", help="validate a config and the files it names")

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from proxy.call import ExampleFacts, Facts, ModelTarget, Principal, TensorFacts
 from proxy.config.limits import ExampleLimits, Limits, RateLimit, TensorLimits
@@ -30,6 +30,21 @@ from proxy.inspect.tensors import label
 Clock = Callable[[], float]
 _CACHE_MAX = 4096        # resolved (model, signature) pairs kept; names come from clients
 _BUCKETS_PRUNE_AT = 10_000
+# Refusal name of a limit state whose fixed table has no room for a new caller
+# (`shared_limits.py`); LimitState never returns it.
+TABLE_FULL = "limits.table_full"
+
+
+class LimitStore(Protocol):
+    """What a Limiter needs of its state: `LimitState` (one process) or
+    `shared_limits.SharedLimitState` (every worker of one instance)."""
+
+    hits: Counters
+
+    def hold(self, who: str, per_principal: int | None, total: int | None) -> str | None: ...
+    def release(self, who: str) -> None: ...
+    def take(self, who: str, buckets: list[tuple[str, RateLimit]], now: float) -> str | None: ...
+    def snapshot(self) -> tuple[int, dict[str, int]]: ...
 
 
 class LimitState:
@@ -206,7 +221,7 @@ class Lease:
     __slots__ = ("_held", "_key")
 
     def __init__(self) -> None:
-        self._held: LimitState | None = None
+        self._held: LimitStore | None = None
         self._key = ""
 
     def release(self) -> None:
@@ -225,7 +240,7 @@ class Limiter:
     """Built once per config (`state.py`); per call: `hold` when it starts, `check` per
     message, `admit` once the first message passed, `timeout` for the upstream call."""
 
-    def __init__(self, cfg: Limits, state: LimitState, clock: Clock = time.monotonic) -> None:
+    def __init__(self, cfg: Limits, state: LimitStore, clock: Clock = time.monotonic) -> None:
         self._cfg = cfg
         self.state = state
         self._clock = clock
@@ -287,6 +302,8 @@ class Limiter:
         who = principal.limit_key()
         cfg = self._cfg.concurrency
         refused = self.state.hold(who, cfg.per_principal, cfg.total)
+        if refused == TABLE_FULL:
+            raise self._table_full(Reason.CONCURRENCY_LIMITED)
         if refused == "concurrency.total":
             raise self._refuse(refused, Reason.CONCURRENCY_LIMITED,
                                f"concurrency limit: {cfg.total} calls in flight (total)")
@@ -304,12 +321,18 @@ class Limiter:
         if not buckets:
             return
         refused = self.state.take(principal.limit_key(), buckets, self._clock())
+        if refused == TABLE_FULL:
+            raise self._table_full(Reason.RATE_LIMITED)
         if refused is not None:
             rate = dict(buckets)[refused]
             limit = f"{refused}.rate" if refused else "rate"
             raise self._refuse(limit, Reason.RATE_LIMITED,
                                f"rate limit: more than {rate.rate:g} calls/s (burst "
                                f"{rate.burst}) for this principal ({limit})")
+
+    def _table_full(self, reason: Reason) -> Reject:
+        return self._refuse(TABLE_FULL, reason, "limits table full: too many callers tracked "
+                            "at once (limits.table_size); try again later")
 
     def _refuse(self, limit: str, reason: Reason, message: str) -> Reject:
         self.state.hits.add(limit)

@@ -20,7 +20,7 @@ from proxy.authn.mtls import CertificateIdentities
 from proxy.counters import Counters
 from proxy.errors import ConfigError
 from proxy.forward import Upstream
-from proxy.limits import Limiter, LimitState
+from proxy.limits import Limiter, LimitState, LimitStore
 from proxy.metadata import MetadataFilter
 from proxy.policy import Policy
 from proxy.routing import MethodTable, UpstreamRouter
@@ -28,9 +28,11 @@ from proxy.routing import MethodTable, UpstreamRouter
 
 @dataclass
 class Shared:
-    """What every State of one process shares: limit state and outcome counters."""
+    """What every State of one process shares: limit state and outcome counters. The
+    limit state is this process's own (`LimitState`), or under `serve --workers N` one
+    table all workers share (`shared_limits.SharedLimitState`, built by `cli.py`)."""
 
-    limits: LimitState = field(default_factory=LimitState)
+    limits: LimitStore = field(default_factory=LimitState)
     outcomes: Counters = field(default_factory=Counters)  # every call, by Reason value
 
 

@@ -3,7 +3,9 @@
 This module knows nothing of the pipeline. The supervisor re-executes the same
 `serve` command N times with `--worker-index i`; each worker pins itself to one core,
 builds its own state and listens on the same host:port with SO_REUSEPORT, so the
-kernel spreads incoming *connections* (not calls) across workers.
+kernel spreads incoming *connections* (not calls) across workers. Before any starts,
+the caller (cli.py) has claimed the port for this instance (`ports.py`), and put what
+workers must share (the limit table) in `instance_dir()`.
 
 Why processes pinned to cores: one Python process runs on one core at a time (the
 GIL), and a sync gRPC server whose threads float across cores pays for every
@@ -25,16 +27,19 @@ and exits with that worker's status.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import pathlib
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 log = logging.getLogger("tfgate")
@@ -93,6 +98,51 @@ def pin_to(cpu: int | None) -> bool:
 
 
 SUPERVISOR_ENV = "TFGATE_SUPERVISOR_PID"
+_SHM = pathlib.Path("/dev/shm")
+_INSTANCE = "tfgate-instance-"   # + the supervisor's pid + "-" + random
+
+
+def scratch_parent() -> pathlib.Path:
+    """Where the supervisor keeps its files: /dev/shm where usable (memory, and writable
+    in containers with a read-only root), else the system temp dir."""
+    if _SHM.is_dir() and os.access(_SHM, os.W_OK | os.X_OK):
+        return _SHM
+    return pathlib.Path(tempfile.gettempdir())
+
+
+@contextlib.contextmanager
+def instance_dir(parent: pathlib.Path | None = None) -> Iterator[pathlib.Path]:
+    """A private directory (mode 0700) for files the workers of this instance share,
+    in memory (/dev/shm) where there is one; removed when the supervisor stops. One left
+    by a supervisor that was killed (SIGKILL: it could not clean up) is removed by the
+    next start. What goes in it is the caller's business (cli.py: the limit table)."""
+    parent = parent or scratch_parent()
+    _remove_orphans(parent)
+    with tempfile.TemporaryDirectory(prefix=f"{_INSTANCE}{os.getpid()}-", dir=parent) as tmp:
+        yield pathlib.Path(tmp)
+
+
+def _remove_orphans(parent: pathlib.Path) -> None:
+    """Remove instance directories of this user whose supervisor is gone."""
+    for entry in parent.glob(_INSTANCE + "*"):
+        pid = entry.name.removeprefix(_INSTANCE).partition("-")[0]
+        try:
+            info = entry.lstat()
+        except OSError:
+            continue
+        if (pid.isdigit() and stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+                and not _alive(int(pid))):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True   # someone else's process: not ours to judge
+    return True
 
 
 def die_with_parent() -> None:
@@ -138,7 +188,7 @@ def supervise(worker_argv: Callable[[int, int | None, pathlib.Path], list[str]],
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with tempfile.TemporaryDirectory(prefix="tfgate-workers-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="tfgate-workers-", dir=scratch_parent()) as tmp:
         workers = [_Worker(i, cpu, worker_argv(i, cpu, pathlib.Path(tmp) / f"{i}.ready"),
                            pathlib.Path(tmp) / f"{i}.ready") for i, cpu in enumerate(p.cpus)]
         for w in workers:

@@ -156,3 +156,11 @@ class Limits(Section):
     deadline: Deadline = Field(default_factory=Deadline, description="Call deadlines.")
     models: list[ModelLimits] = Field(
         default_factory=list, description="Per-model overrides, first match wins.")
+    table_size: int = Field(
+        65536, ge=16, le=2**22, description="With `serve --workers N`: how many callers "
+        "the workers' shared limit table tracks at once (a caller with calls in flight, "
+        "and each of its rate buckets not yet refilled, takes one entry each); size it to "
+        "about 4× the callers busy at once (docs/limits.md). Fixed at start (a reload "
+        "does not resize it); when full, a new caller is refused with RESOURCE_EXHAUSTED "
+        "until entries free up. About 40 + 4 × N bytes per entry. Unused by a single "
+        "process, whose tables grow and shrink with use.")
