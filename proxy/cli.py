@@ -115,12 +115,7 @@ def _serve(cfg: Config, args: argparse.Namespace, *, cpu: int | None, shared_por
     from proxy.server import RunningServer
 
     workers.pin_to(cpu)
-    try:
-        server = RunningServer(cfg, runtime, reuse_port=shared_port).start()
-    except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
-        if "bind" not in str(exc):
-            raise
-        raise ports.ListenError(cfg.listen.address, "failed to bind") from None
+    server = RunningServer(cfg, runtime, reuse_port=shared_port).start()  # ListenError
     gc.collect()
     gc.freeze()  # start-up objects never change: keep them out of every later collection
     where = "" if cpu is None else f" (CPU {cpu})"

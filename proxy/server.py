@@ -32,6 +32,7 @@ from proxy.errors import Code, Reason, Reject, malformed
 from proxy.families import Kind, Method
 from proxy.limits import Lease
 from proxy.loop import LoopThread
+from proxy.ports import ListenError
 from proxy.runtime import Runtime
 from proxy.state import State
 
@@ -294,8 +295,7 @@ class AsyncServer:
         except RuntimeError:
             port = 0
         if port == 0 and not listen.address.startswith("unix:"):
-            raise OSError(f"cannot listen on {listen.address}: address in use or not "
-                          "available")
+            raise ListenError(listen.address, "failed to bind")
         await server.start()
         self._server = server
         self.port = port
