@@ -112,10 +112,11 @@ def _serve(cfg: Config, args: argparse.Namespace, *, cpu: int | None, shared_por
            runtime: Runtime | None = None) -> int:
     """Serve in this process, pinned to `cpu` before gRPC starts any thread."""
     from proxy import workers
-    from proxy.server import RunningServer
+    from proxy.service import Service
 
     workers.pin_to(cpu)
-    server = RunningServer(cfg, runtime, reuse_port=shared_port).start()  # ListenError
+    server = Service(cfg, runtime, config_path=args.config.resolve(),
+                     reuse_port=shared_port).start()  # ListenError
     gc.collect()
     gc.freeze()  # start-up objects never change: keep them out of every later collection
     where = "" if cpu is None else f" (CPU {cpu})"
@@ -130,8 +131,12 @@ def _serve(cfg: Config, args: argparse.Namespace, *, cpu: int | None, shared_por
         stopping.set()
         threading.Thread(target=server.stop, args=(cfg.server.grace_s,), daemon=True).start()
 
+    def on_hangup(signum: int, _frame: object) -> None:
+        threading.Thread(target=server.reload, daemon=True).start()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     server.wait()
     return 0
 

@@ -305,7 +305,6 @@ class AsyncServer:
     async def stop(self, grace: float | None) -> None:
         if self._server is not None:
             await self._server.stop(grace)
-        self.runtime.close()
 
     async def wait(self) -> None:
         if self._server is not None:
@@ -340,6 +339,7 @@ class RunningServer:
 
     def stop(self, grace: float | None = None) -> None:
         self._loop.run(self._server.stop(grace))
+        self.runtime.close()
 
     def wait(self) -> None:
         self._loop.run(self._server.wait())

@@ -182,15 +182,22 @@ def supervise(worker_argv: Callable[[int, int | None, pathlib.Path], list[str]],
     they keep failing to start (exit 1). `worker_argv(index, cpu, ready)` is the
     command line of one worker, which writes `ready` once it serves."""
     stopping: list[int] = []
+    workers: list[_Worker] = []
 
     def on_signal(signum: int, _frame: object) -> None:
         stopping.append(signum)
 
+    def on_hangup(signum: int, _frame: object) -> None:  # reload: every worker reloads
+        for w in workers:
+            if w.proc is not None and w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     with tempfile.TemporaryDirectory(prefix="tfgate-workers-", dir=scratch_parent()) as tmp:
-        workers = [_Worker(i, cpu, worker_argv(i, cpu, pathlib.Path(tmp) / f"{i}.ready"),
-                           pathlib.Path(tmp) / f"{i}.ready") for i, cpu in enumerate(p.cpus)]
+        workers += [_Worker(i, cpu, worker_argv(i, cpu, pathlib.Path(tmp) / f"{i}.ready"),
+                            pathlib.Path(tmp) / f"{i}.ready") for i, cpu in enumerate(p.cpus)]
         for w in workers:
             w.start()
         announced = False
