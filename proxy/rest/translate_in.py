@@ -27,6 +27,7 @@ from proxy.rest import jsonvalues as jv
 from proxy.rest.examples import ExamplesBody
 from proxy.rest.facts import JsonTensor, PredictBody, leaves_of
 
+METADATA_METHOD = "/tensorflow.serving.PredictionService/GetModelMetadata"
 INT32 = (-(2**31), 2**31 - 1)
 UINT32 = (0, 2**32 - 1)
 # dtype -> (field, the JSON leaves it takes, integer range or None)
