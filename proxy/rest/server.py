@@ -183,7 +183,8 @@ async def serve(front: RestFront, host: str, port: int, tls: ssl.SSLContext | No
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            keepalive_timeout=limits.keepalive_s,
                            max_line_size=limits.max_line_size,
-                           max_field_size=limits.max_field_size, max_headers=limits.max_headers)
+                           max_field_size=limits.max_field_size, max_headers=limits.max_headers,
+                           auto_decompress=False)  # body.py inflates, under its own cap
     await runner.setup()
     handlers = runner.server
 
