@@ -163,7 +163,7 @@ class TestJson:
         (b"", "empty"), (b"[1]", "not a JSON object"), (b'{"a": 1} x', "Parse error"),
         (b'{"a": 1}{}', "Parse error"), (b'{"a": "\xff"}', "UTF-8"),
         (b'\xef\xbb\xbf{"a": 1}', "Parse error"), (b'{"a": 1e400}', "too big"),
-        (b'{"a": [-1E+999]}', "too big"), (b'{"a": ' + b"[" * 100000 + b"]" * 100000 + b"}",
+        (b'{"a": [-1E+999]}', "too big"), (b'{"a": 1' + b"0" * 400 + b'.5}', "too big"), (b'{"a": ' + b"[" * 100000 + b"]" * 100000 + b"}",
                                          "nested too deeply"),
         (b'{"a": ' + b"1" * 5000 + b"}", "Parse error"), (b'{"a": Inf}', "Parse error"),
     ])
@@ -174,6 +174,8 @@ class TestJson:
 
     def test_big_exponent_that_fits_is_a_number(self) -> None:
         assert body.parse_json(b'{"a": 1.5e-300, "s": "e999"}') == {"a": 1.5e-300, "s": "e999"}
+        digits = "9" * 400
+        assert body.parse_json(b'{"s": "%s", "a": 2.5}' % digits.encode()) == {"s": digits, "a": 2.5}
 
 
 class TestErrors:

@@ -38,9 +38,18 @@ from proxy.rest.errors import RestReject, too_large
 
 MiB = 1 << 20
 _STEP = 1 * MiB  # most output one inflate step may produce
-# Only bodies holding one of these can hold a float literal that overflows a double
-# (a 3-digit exponent, or 309+ digits); only they pay for the checking float parser.
-_MAYBE_OVERFLOW = re.compile(r"[eE][+-]?[0-9]{3}|[0-9]{309}")
+# Only a body with a 3-digit exponent or a run of 309+ digits can hold a float literal
+# that overflows a double; only such bodies pay for the checking float parser. (Both tests
+# run at C speed: a regex that looks for the digit run directly costs 40 ms per MiB.)
+_EXPONENT = re.compile(r"[eE][+-]?[0-9]{3}")
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 309
+
+
+def _may_overflow(data: bytes, text: str) -> bool:
+    if _EXPONENT.search(text):
+        return True
+    return len(data) >= len(_LONG_RUN) and _LONG_RUN in data.translate(_DIGITS_AS_ZERO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +154,7 @@ def parse_json(data: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise malformed(f"body is not valid UTF-8 (at byte {exc.start})") from None
     hooks: dict[str, Any] = {"object_pairs_hook": _unique}
-    if _MAYBE_OVERFLOW.search(text):
+    if _may_overflow(data, text):
         hooks["parse_float"] = _finite
     try:
         doc = json.loads(text, **hooks)

@@ -195,6 +195,7 @@ class RestApi:
 def _handler(api: RestApi, recorder: Any) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out in two writes
 
         def log_message(self, *args: Any) -> None:  # quiet
             pass
