@@ -16,7 +16,7 @@ lint: setup
 	.venv/bin/mypy
 
 test-fast: setup
-	.venv/bin/python -m pytest -q -m "not tf"
+	.venv/bin/python -m pytest -q -m "not tf and not slow"
 
 bench: setup
 	.venv/bin/python -m bench

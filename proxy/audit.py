@@ -23,6 +23,12 @@ def open_sink(output: str) -> IO[str]:
     return open(output, "a", buffering=1, encoding="utf-8")
 
 
+# Text fields that hold what callers chose (paths, names, details that quote them) are cut
+# to this many characters; the event then also carries `<field>_len`, the original length.
+MAX_FIELD_CHARS = 256
+_CALLER_TEXT = ("method", "principal", "peer", "model", "version", "signature", "detail")
+
+
 def event_fields(call: Call) -> dict[str, Any]:
     targets = call.facts.targets if call.facts else ()
     first = targets[0] if targets else None
@@ -46,6 +52,11 @@ def event_fields(call: Call) -> dict[str, Any]:
     }
     if call.code is not Code.OK:
         fields["detail"] = call.detail
+    for key in _CALLER_TEXT:
+        value = fields.get(key)
+        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+            fields[key] = value[:MAX_FIELD_CHARS] + "…"
+            fields[f"{key}_len"] = len(value)
     return fields
 
 

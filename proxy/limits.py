@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from proxy.cache import Memo
 from proxy.call import ExampleFacts, Facts, ModelTarget, Principal, TensorFacts
 from proxy.config.limits import ExampleLimits, Limits, RateLimit, TensorLimits
 from proxy.counters import Counters
@@ -252,7 +253,7 @@ class Limiter:
                         _merge(cfg.examples, m.examples), m.rate,
                         f"models[{i}]" if m.rate else None))
             for i, m in enumerate(cfg.models)]
-        self._resolved: dict[tuple[str, str], Caps] = {}
+        self._resolved: Memo[Caps] = Memo(_CACHE_MAX)
 
     @staticmethod
     def _caps(source: str, tensors: TensorLimits, examples: ExampleLimits,
@@ -270,9 +271,7 @@ class Limiter:
         if found is None:
             found = next((caps for models, sigs, caps in self._overrides
                           if models.fullmatch(key[0]) and sigs.fullmatch(key[1])), self._global)
-            if len(self._resolved) >= _CACHE_MAX:
-                self._resolved.clear()
-            self._resolved[key] = found
+            self._resolved.put(key, found, len(key[0]) + len(key[1]))
         return found
 
     def _all_caps(self, facts: Facts) -> list[Caps]:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from proxy import config
+from proxy.cache import Memo
 from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget, Principal
 from proxy.errors import ConfigError, Reason
 from proxy.globs import DNS_LABELS, SEGMENTS, compile_globs
@@ -20,7 +21,15 @@ from proxy.routing import MethodTable
 
 _ANY = "*"
 LATEST = "latest"
-_DECIDED_MAX = 4096  # distinct (principal, method, targets) decisions kept
+_DECIDED_MAX = 4096  # distinct (principal, method, targets) decisions kept (and 4 MiB of names)
+
+
+def _key_bytes(principal: Principal, method: str, targets: tuple[ModelTarget, ...]) -> int:
+    """The caller-chosen text a decision's key holds (for the memo's byte bound)."""
+    size = len(method) + len(principal.display())
+    for t in targets:
+        size += len(t.name) + len(t.label or "") + len(t.signature or "")
+    return size
 
 
 def _globs(patterns: list[str], where: str, separator: str = SEGMENTS
@@ -156,7 +165,7 @@ class Policy:
 
     def __init__(self, cfg: config.Policy, table: MethodTable) -> None:
         self._rules = tuple(_compile_rule(i, r, table) for i, r in enumerate(cfg.rules))
-        self._decided: dict[tuple[Principal, str, tuple[ModelTarget, ...]], Decision] = {}
+        self._decided: Memo[Decision] = Memo(_DECIDED_MAX)
 
     def decide(self, principal: Principal, method: str, facts: Facts) -> Decision:
         """Decisions are pure, so each distinct (principal, method, targets) is decided
@@ -167,9 +176,7 @@ class Policy:
         found = self._decided.get(key)
         if found is None:
             found = self._decide(principal, method, targets)
-            if len(self._decided) >= _DECIDED_MAX:
-                self._decided.clear()
-            self._decided[key] = found
+            self._decided.put(key, found, _key_bytes(principal, method, targets))
         return found
 
     def _decide(self, principal: Principal, method: str,

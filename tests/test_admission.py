@@ -177,3 +177,36 @@ class TestUnexpectedErrors:
         assert (event["reason"], event["status"], event["decision"]) == (
             "internal-error", "INTERNAL", "deny")
         assert "Error" in event["detail"]
+
+
+class TestBoundedByConfig:
+    """What callers choose (names, paths) cannot grow memos or audit lines."""
+
+    def test_decision_memo_is_bounded_in_bytes(self, state) -> None:
+        """Invented model names never grow the policy's memo past its byte bound."""
+        alice = Principal(spiffe_id=TEAM_A, has_certificate=True)
+        memo = state.policy._decided
+        for i in range(6000):
+            facts = Facts(targets=(ModelTarget(f"m{i}-" + "x" * 1000, None, None, "s"),))
+            state.policy.decide(alice, PREDICT, facts)
+            assert memo.bytes <= 4 << 20 and len(memo) <= 4096
+        assert len(memo) < 4096
+
+    def test_long_names_are_refused(self, state, pki) -> None:
+        """A model, label or signature name over 1024 characters is malformed."""
+        call, method = start(state, pki.alice.cert_pem)
+        with pytest.raises(Reject) as info:
+            admission.inspect(state, call, method, predict_bytes("m" * 1025))
+        assert info.value.reason is Reason.MALFORMED_REQUEST
+        assert "longer than 1024" in info.value.message
+
+    def test_audit_fields_are_cut_with_their_length(self) -> None:
+        """Caller-chosen text in an audit event is cut at 256 characters, and the event
+        records the original length."""
+        from proxy.audit import event_fields
+
+        call = Call("/x/" + "y" * 5000, "ipv4:127.0.0.1:1")
+        call.code, call.reason, call.detail = Code.UNIMPLEMENTED, Reason.UNKNOWN_METHOD, "z" * 300
+        fields = event_fields(call)
+        assert len(fields["method"]) == 257 and fields["method_len"] == 5003
+        assert fields["detail_len"] == 300 and "peer_len" not in fields

@@ -10,6 +10,9 @@ from proxy.inspect import examples, tensors
 from proxy.inspect.wire import check_field_count, reject_unknown_fields
 from proxy.pb import serving_pb2
 
+# Model, label and signature names are short in every real deployment; the cap keeps
+# caller-chosen names out of memos, messages and audit lines at any length.
+MAX_NAME_CHARS = 1024
 # Tasks must name distinct signatures of one model, so real requests hold a handful;
 # the cap bounds the per-task checks an attacker can ask for.
 MAX_TASKS = 64
@@ -29,6 +32,9 @@ def _target(spec: serving_pb2.ModelSpec, where: str, *, signature: bool) -> Mode
     reject_unknown_fields(spec, where)
     if not spec.name:
         raise malformed(f"{where}.name is empty")
+    for key in ("name", "version_label", "signature_name"):
+        if len(getattr(spec, key)) > MAX_NAME_CHARS:
+            raise malformed(f"{where}.{key} is longer than {MAX_NAME_CHARS} characters")
     choice = spec.WhichOneof("version_choice")
     version = spec.version.value if choice == "version" else None
     if choice == "version":
