@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.call import Call, Facts, Principal
+from proxy.call import Call, Facts, ModelTarget, Principal
 from proxy.errors import Reject
-from proxy.families import Kind, Method
+from proxy.families import Access, Kind, Method
 from proxy.limits import Lease
 from proxy.metadata import Metadata
 from proxy.policy import Decision
@@ -75,6 +75,26 @@ def admit(state: State, call: Call, method: Method, facts: Facts,
     timeout = state.limits.timeout(request.deadline_s, unary=method.kind is Kind.UNARY_UNARY)
     return Admitted(upstream, state.metadata.upstream_metadata(
         request.metadata, call.principal.display()), timeout)
+
+
+class _Grants:
+    def __init__(self, state: State, principal: Principal, method: Method) -> None:
+        self._state, self._principal = state, principal
+        self._data = [m.path for m in state.methods.methods.values()
+                      if m.family == method.family and m.access is Access.DATA]
+
+    def allows(self, path: str, target: ModelTarget) -> bool:
+        return self._state.policy.decide(self._principal, path, Facts(targets=(target,))).allowed
+
+    def any_data(self, target: ModelTarget) -> bool:
+        return any(self.allows(path, target) for path in self._data)
+
+
+def respond(state: State, call: Call, method: Method, facts: Facts, response: bytes) -> bytes:
+    """What the caller may see of the upstream's answer (`proxy/responses.py`)."""
+    if method.respond is None or not facts.targets or call.principal is None:
+        return response
+    return method.respond(response, facts.targets[0], _Grants(state, call.principal, method))
 
 
 def decide(state: State, principal: Principal, path: str, facts: Facts) -> Decision:

@@ -107,6 +107,8 @@ class Gateway(grpc.GenericRpcHandler):
             method, admitted, upstream, message = await b.admit_unary()
             response = await forward.unary(context, upstream, method, message,
                                            admitted.metadata, admitted.timeout)
+            if method.respond is not None and b.call.facts is not None:
+                response = admission.respond(b.state, b.call, method, b.call.facts, response)
             b.call.bytes_out, b.call.messages_out = len(response), 1
             return response
         return None  # refused: the boundary has set the status

@@ -12,8 +12,24 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from proxy.call import Facts
+from proxy.call import Facts, ModelTarget
+
+
+class Grants(Protocol):
+    """What the policy grants the caller of one call, asked while filtering a response."""
+
+    def allows(self, path: str, target: ModelTarget) -> bool: ...
+
+    def any_data(self, target: ModelTarget) -> bool:
+        """Whether some data method of the family is granted on `target`."""
+        ...
+
+
+# Filters an upstream response down to what the caller may see: (response, the request's
+# target, the caller's grants) -> the response to send.
+ResponseFilter = Callable[[bytes, ModelTarget, Grants], bytes]
 
 
 class Access(enum.Enum):
@@ -47,6 +63,7 @@ class Method:
     kind: Kind
     inspect: Callable[[bytes], Facts]
     family: str = ""
+    respond: ResponseFilter | None = None
 
     @property
     def name(self) -> str:
@@ -69,5 +86,5 @@ class Family:
 
 def family(name: str, methods: tuple[Method, ...], always_denied: tuple[str, ...] = ()) -> Family:
     """A family whose methods all carry its name."""
-    tagged = tuple(Method(m.path, m.access, m.kind, m.inspect, name) for m in methods)
+    tagged = tuple(Method(m.path, m.access, m.kind, m.inspect, name, m.respond) for m in methods)
     return Family(name, tagged, always_denied)

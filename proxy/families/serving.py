@@ -4,8 +4,11 @@ streams its answers."""
 
 from __future__ import annotations
 
-from proxy.call import Facts
-from proxy.families import Access, Family, Kind, Method, family
+import dataclasses
+
+from proxy import responses
+from proxy.call import Facts, ModelTarget
+from proxy.families import Access, Family, Grants, Kind, Method, family
 from proxy.inspect import serving
 
 _PREDICTION = "/tensorflow.serving.PredictionService/"
@@ -22,6 +25,24 @@ def _eager_stream(data: bytes) -> Facts:
     return Facts()
 
 
+def _visible_signatures(data: bytes, target: ModelTarget, grants: Grants) -> bytes:
+    """GetModelMetadata: only signatures the caller may call on this model and version."""
+    return responses.metadata(data, lambda name: grants.any_data(
+        dataclasses.replace(target, signature=name)))
+
+
+def _visible_versions(data: bytes, target: ModelTarget, grants: Grants) -> bytes:
+    """GetModelStatus without a version: only versions the caller may ask about."""
+    if target.version is not None or target.label is not None:
+        return data  # the server answers that one version, already judged
+    def visible(version: int, highest: bool) -> bool:
+        return grants.allows(_STATUS, dataclasses.replace(target, version=version)) or (
+            highest and grants.allows(_STATUS, target))
+    return responses.status(data, visible)
+
+
+_STATUS = _MODEL + "GetModelStatus"
+
 SERVING: Family = family("serving", (
     Method(_PREDICTION + "Predict", Access.DATA, Kind.UNARY_UNARY, serving.predict),
     Method(_PREDICTION + "Classify", Access.DATA, Kind.UNARY_UNARY, serving.classify),
@@ -29,8 +50,9 @@ SERVING: Family = family("serving", (
     Method(_PREDICTION + "MultiInference", Access.DATA, Kind.UNARY_UNARY,
            serving.multi_inference),
     Method(_PREDICTION + "GetModelMetadata", Access.METADATA, Kind.UNARY_UNARY,
-           serving.metadata),
-    Method(_MODEL + "GetModelStatus", Access.METADATA, Kind.UNARY_UNARY, serving.status),
+           serving.metadata, respond=_visible_signatures),
+    Method(_STATUS, Access.METADATA, Kind.UNARY_UNARY, serving.status,
+           respond=_visible_versions),
     Method(_MODEL + "HandleReloadConfigRequest", Access.ADMIN, Kind.UNARY_UNARY,
            serving.reload),
     Method(_HEALTH + "Check", Access.INFRA, Kind.UNARY_UNARY, serving.health),

@@ -1,0 +1,75 @@
+"""Tests for proxy.responses: the filters keep exactly what is visible, leave everything
+else as the upstream's bytes, and refuse a response they cannot read."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf import any_pb2
+
+from proxy import responses
+from proxy.errors import Reason, Reject
+from proxy.pb import serving_responses_pb2 as pb
+
+
+def _metadata(*names: str, extra: bool = True) -> bytes:
+    defs = pb.SignatureDefMap()
+    for name in names:
+        defs.signature_def[name].method_name = f"method-of-{name}"
+    response = pb.GetModelMetadataResponse()
+    response.model_spec.name = "m"
+    packed = response.metadata["signature_def"]  # packed as ModelServer packs it
+    packed.type_url, packed.value = responses.SIGNATURE_DEF_MAP, defs.SerializeToString()
+    if extra:
+        response.metadata["other"].CopyFrom(any_pb2.Any(type_url="x/y", value=b"\x01\x02"))
+    return response.SerializeToString()
+
+
+def _names(data: bytes) -> set[str]:
+    response = pb.GetModelMetadataResponse.FromString(data)
+    return set(pb.SignatureDefMap.FromString(response.metadata["signature_def"].value)
+               .signature_def)
+
+
+class TestMetadata:
+    def test_keeps_only_visible_signatures_and_the_rest(self) -> None:
+        data = _metadata("a", "b", "c")
+        kept = responses.metadata(data, lambda name: name != "b")
+        assert _names(kept) == {"a", "c"}
+        response = pb.GetModelMetadataResponse.FromString(kept)
+        assert response.model_spec.name == "m"
+        assert response.metadata["other"].value == b"\x01\x02"
+        defs = pb.SignatureDefMap.FromString(response.metadata["signature_def"].value)
+        assert defs.signature_def["a"].method_name == "method-of-a"
+
+    def test_nothing_hidden_returns_the_same_bytes(self) -> None:
+        data = _metadata("a", "b")
+        assert responses.metadata(data, lambda name: True) is data
+
+    def test_deterministic(self) -> None:
+        one = responses.metadata(_metadata("z", "a", "m"), lambda n: n != "m")
+        two = responses.metadata(_metadata("a", "z", "m"), lambda n: n != "m")
+        assert one == two
+
+    def test_unreadable_is_refused(self) -> None:
+        with pytest.raises(Reject) as info:
+            responses.metadata(b"\xff\xff\xff", lambda n: True)
+        assert info.value.reason is Reason.UPSTREAM_STATUS
+
+
+class TestStatus:
+    def _status(self, *versions: int) -> bytes:
+        response = pb.GetModelStatusResponse()
+        for v in versions:
+            entry = response.model_version_status.add()
+            entry.version = v
+            entry.state = 30
+        return response.SerializeToString()
+
+    def test_keeps_visible_versions(self) -> None:
+        kept = responses.status(self._status(1, 2, 3), lambda v, highest: v == 1 or highest)
+        got = pb.GetModelStatusResponse.FromString(kept)
+        assert [(s.version, s.state) for s in got.model_version_status] == [(1, 30), (3, 30)]
+
+    def test_all_visible_returns_the_same_bytes(self) -> None:
+        data = self._status(1, 2)
+        assert responses.status(data, lambda v, h: True) is data
