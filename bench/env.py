@@ -68,7 +68,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def proxy_config(env: Env, backend: str, port: int, threads: int, *, mtls: bool) -> dict:
+def proxy_config(env: Env, backend: str, port: int, *, mtls: bool) -> dict:
     """The tfgate config the bench measures: the full pipeline, one of two listeners.
 
     h2load cannot present a client certificate, and tfgate's `client_auth: optional`
@@ -108,7 +108,6 @@ def proxy_config(env: Env, backend: str, port: int, threads: int, *, mtls: bool)
             rule,
         ]},
         "audit": {"output": str(env.audit)},
-        "server": {"threads": threads},
         **_limits(),
     }
 

@@ -401,7 +401,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "layout": layout,
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
         "machine": _machine(),
-        "proxy": {"workers": workers, "threads": args.threads,
+        "proxy": {"workers": workers, "data_plane": "grpc.aio (uvloop)",
                   "pipeline": "TLS listener (mTLS for the Python-client scenarios), JWT ES256 "
                               "(cached), ACL on model and signature, identity forwarding, "
                               "audit to a file"},
@@ -419,7 +419,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _proxy(args: argparse.Namespace, env: benv.Env, backend: Service, cpu: int | None, *,
            mtls: bool, bench: Bench) -> Iterator[Service]:
     name = "tfgate-mtls" if mtls else "tfgate-tls"
-    cfg = benv.proxy_config(env, backend.address, benv.free_port(), args.threads, mtls=mtls)
+    cfg = benv.proxy_config(env, backend.address, benv.free_port(), mtls=mtls)
     argv = ["-m", "proxy.cli", "serve", "--config", str(benv.write_config(env, cfg, name))]
     if args.workers:
         argv += ["--workers", str(args.workers)]
@@ -527,8 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=pathlib.Path, help="working directory (default: a temp dir)")
     parser.add_argument("--workers", type=int, help="tfgate serve --workers (default: tfgate's)")
     parser.add_argument("--threads", type=int, default=128,
-                        help="tfgate server.threads (default 128: gRPC refuses calls at "
-                             "server.threads in flight, and saturation keeps 64 in flight)")
+                        help="the bare sync forwarder's thread pool (default 128; saturation "
+                             "keeps 64 calls in flight)")
     parser.add_argument("--loadgen", choices=("auto", "h2load", "python"), default="auto",
                         help="unary load generator (auto: h2load when installed)")
     parser.add_argument("--no-memory", action="store_true", help="skip the soak and 16 MiB runs")
