@@ -42,14 +42,20 @@ class _Handler(grpc.GenericRpcHandler):
 
 
 def serve_until_signalled(handler: grpc.GenericRpcHandler, threads: int, port: int,
-                          ready_file: pathlib.Path) -> int:
+                          ready_file: pathlib.Path,
+                          tls: list[pathlib.Path] | None = None) -> int:
     """Serve `handler` on 127.0.0.1:`port` until SIGTERM/SIGINT; write the bound address
     to `ready_file` once serving. Shared with bench/bare.py, which differs only in handler."""
     server = grpc.server(ThreadPoolExecutor(max_workers=threads), handlers=[handler],
                          options=[("grpc.max_receive_message_length", 256 << 20),
                                   ("grpc.max_send_message_length", -1),
                                   ("grpc.so_reuseport", 0)])
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    if tls is None:
+        bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    else:
+        cert, key = (p.read_bytes() for p in tls)
+        bound = server.add_secure_port(f"127.0.0.1:{port}",
+                                       grpc.ssl_server_credentials([(key, cert)]))
     server.start()
     gc.collect()
     gc.freeze()

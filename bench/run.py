@@ -125,7 +125,7 @@ class Bench:
     def unary(self, key: str, side: str, address: str, measured: Service, others: list[Service],
               request: bytes, c1: int, sat_s: float, sat: tuple[int, int]) -> None:
         through = side != "direct"
-        gen, tool = self._unary_gen(address, side == "proxy", request, key)
+        gen, tool = self._unary_gen(address, side.startswith(("proxy", "bare_")), request, key)
         where = f"{key}/{side}"
         self._check(where + " warm-up", gen.run(n=max(20, c1 // 4), clients=sat[0],
                                                   streams=sat[1]))
@@ -137,6 +137,7 @@ class Bench:
             services, lambda: gen.run(duration_s=sat_s, clients=sat[0], streams=sat[1]))
         self._check(where + " saturation", loaded)
         hop = {"direct": "plaintext h2c", "bare": "plaintext h2c, no checks",
+               "bare_tls": "TLS, no checks (sync)", "bare_aio": "TLS, no checks (grpc.aio)",
                "proxy": "TLS + JWT"}[side]
         self.scenarios[key][side] = self._result(
             tool, unloaded, loaded, cpu_c1, cpu_sat, measured, through, hop=hop,
@@ -235,6 +236,48 @@ class Bench:
             "calls": self.plan.soak_calls * self.plan.soak_chunks, "loadgen": tool,
             "rss_mb_after_each_chunk": rss, "growth_mb_after_first_chunk": round(growth, 2),
             "growth_bytes_per_call": round(growth * 2**20 / calls, 1) if calls else None,
+        }
+
+    def under_attack(self, proxy: Service) -> None:
+        """Honest small Predicts through tfgate (TLS + JWT listener, which anyone can
+        reach) for a few seconds alone, then again beside attackers without credentials
+        (half-open streams, HEADERS+RST_STREAM floods) and one with a valid token (slow
+        bodies): throughput and p99 as ratios, and the proxy's peak RSS."""
+        from tests import h2attack
+
+        gen, tool = self._unary_gen(proxy.address, True, self.env.small, "attack")
+        seconds = self.plan.small_sat_s
+        honest = dict(duration_s=seconds, clients=2, streams=4, latencies=True)
+        proxy.reset_peak()
+        calm = self._check("under_attack/calm", gen.run(**honest))
+        calm_rss = proxy.peak_rss_mb()
+        target = h2attack.Target("127.0.0.1", int(proxy.address.rsplit(":", 1)[1]),
+                                 ca=self.env.ca.read_bytes(), server_name="localhost")
+        token = f"Bearer {self.env.token}"
+        proxy.reset_peak()
+        with h2attack.half_open(target, 256, reopen_per_s=500, duration=seconds + 5) as a1, \
+                h2attack.rapid_reset(target, connections=3, rate=1000, duration=seconds + 5) as a2, \
+                h2attack.slow_body(target, 64, authorization=token, chunk=1, interval=0.2,
+                                   reopen_per_s=200, duration=seconds + 5) as a3:
+            time.sleep(0.5)  # let the attack build up
+            attacked = self._check("under_attack/attacked", gen.run(**honest))
+        attacks = {name: run.stats.snapshot()["counts"] for name, run in
+                   (("half_open", a1), ("rapid_reset", a2), ("slow_body_with_token", a3))}
+        self.extras["under_attack"] = {
+            "loadgen": tool, "honest": "small Predict, 2 connections x 4 streams, TLS + JWT",
+            "attack": "256 half-open streams (no credentials, reopened at 500/s), HEADERS+"
+                      "RST_STREAM at 1000/s over 3 connections (no credentials), 64 slow "
+                      "bodies with a valid token (1 byte / 0.2 s, reopened at 200/s)",
+            "calm": {"rps": round(calm.rps, 1), "p99_ms": _r(calm.percentile_ms(0.99)),
+                     "errors": len(calm.errors)},
+            "attacked": {"rps": round(attacked.rps, 1),
+                         "p99_ms": _r(attacked.percentile_ms(0.99)),
+                         "errors": len(attacked.errors)},
+            "rps_ratio": round(attacked.rps / calm.rps, 2) if calm.rps else None,
+            "p99_ratio": (round(attacked.percentile_ms(0.99) / calm.percentile_ms(0.99), 2)
+                          if calm.percentile_ms(0.99) and attacked.percentile_ms(0.99) else None),
+            "peak_rss_mb": {"calm": round(calm_rss, 1), "attacked": round(proxy.peak_rss_mb(), 1)},
+            "attack_counts": attacks,
         }
 
     def huge(self, svc: Service, side: str) -> None:
@@ -358,17 +401,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workers = None
     try:
         if not args.no_bare:
-            bare = Service("bare", ["-m", "bench.bare", "--upstream", backend.address,
-                                    "--threads", str(args.threads)], out, cpu=proxy_cpu)
-            try:
-                bench.unary("small_predict", "bare", bare.address, bare, [backend], env.small,
-                            plan.small_c1, plan.small_sat_s, SMALL_SAT)
-                bench.unary("predict_1mib", "bare", bare.address, bare, [backend], env.large,
-                            plan.large_c1, plan.large_sat_s, LARGE_SAT)
-                if not args.no_memory:
-                    bench.huge(bare, "bare")
-            finally:
-                bare.stop()
+            tls = ["--tls", str(env.server_cert), str(env.server_key)]
+            for side, extra in (("bare", []), ("bare_tls", tls), ("bare_aio", [*tls, "--aio"])):
+                bare = Service(side, ["-m", "bench.bare", "--upstream", backend.address,
+                                      "--threads", str(args.threads), *extra], out,
+                               cpu=proxy_cpu)
+                try:
+                    bench.unary("small_predict", side, bare.address, bare, [backend],
+                                env.small, plan.small_c1, plan.small_sat_s, SMALL_SAT)
+                    bench.unary("predict_1mib", side, bare.address, bare, [backend],
+                                env.large, plan.large_c1, plan.large_sat_s, LARGE_SAT)
+                    if side == "bare" and not args.no_memory:
+                        bench.huge(bare, "bare")
+                finally:
+                    bare.stop()
         with _proxy(args, env, backend, proxy_cpu, mtls=False, bench=bench) as proxy:
             workers = len(proxy.tree()) - 1 or 1
             bench.sanity(proxy, client_cert=False)
@@ -378,6 +424,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         plan.large_c1, plan.large_sat_s, LARGE_SAT)
             if not args.no_memory:
                 bench.soak(proxy)
+            if not args.no_attack:
+                bench.under_attack(proxy)
         with _proxy(args, env, backend, proxy_cpu, mtls=True, bench=bench) as proxy:
             bench.sanity(proxy, client_cert=True)
             bench.bidi("proxy", proxy.address, proxy, [backend])
@@ -392,8 +440,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         d, p = sides.get("direct"), sides.get("proxy")
         if d and p:
             sides["ratio"] = _ratios(d, p)
-        if sides.get("bare") and p:
-            sides["ratio_to_bare"] = _ratios(sides["bare"], p)
+        for bare in ("bare", "bare_tls", "bare_aio"):
+            if sides.get(bare) and p:
+                sides[f"ratio_to_{bare}"] = _ratios(sides[bare], p)
     return {
         "tfgate_bench": 1,
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -469,15 +518,17 @@ def markdown(result: dict[str, Any]) -> str:
              "| CPU µs/call (unloaded) | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for key, sides in result["scenarios"].items():
-        for side in ("direct", "bare", "proxy"):
+        for side in ("direct", "bare", "bare_tls", "bare_aio", "proxy"):
             s = sides.get(side)
             if not s:
                 continue
-            who = {"direct": "backend", "bare": "bare fwd", "proxy": "tfgate"}[side]
+            who = {"direct": "backend", "proxy": "tfgate"}.get(side, "bare fwd")
             lines.append(f"| {key} | {side} | {s['hop']} | {s['loadgen']} | {_f(s['p50_ms'])} "
                          f"| {_f(s['p99_ms'])} | {_f(s['rps'], 0)} | {who} {_f(s['cpu_us_per_call'], 0)} "
                          f"| {_f(s['cpu_us_per_call_unloaded'], 0)} | {_f(s.get('peak_rss_mb'), 1)} |")
-        for rkey, label in (("ratio", "proxy/direct"), ("ratio_to_bare", "proxy/bare")):
+        for rkey, label in (("ratio", "proxy/direct"), ("ratio_to_bare", "proxy/bare"),
+                            ("ratio_to_bare_tls", "proxy/bare_tls"),
+                            ("ratio_to_bare_aio", "proxy/bare_aio")):
             r = sides.get(rkey)
             if r:
                 lines.append(f"| {key} | {label} | | | ×{_f(r['p50'], 2)} "
@@ -491,6 +542,14 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"- {side}: p50 {_f(s['p50_ms'])} ms, p99 {_f(s['p99_ms'])} ms, "
                          f"{_f(s['rps'], 0)} rps, CPU {_f(s['cpu_us_per_call'], 0)} µs/call "
                          f"({_f(s['cpu_us_per_call_unloaded'], 0)} unloaded)")
+    attack = result["extras"].get("under_attack")
+    if attack:
+        lines += ["", f"Under attack ({attack['attack']}): honest rps {attack['calm']['rps']:,.0f} "
+                  f"→ {attack['attacked']['rps']:,.0f} (×{attack['rps_ratio']}), p99 "
+                  f"{_f(attack['calm']['p99_ms'])} → {_f(attack['attacked']['p99_ms'])} ms "
+                  f"(×{attack['p99_ratio']}), errors {attack['attacked']['errors']}, proxy "
+                  f"peak RSS {attack['peak_rss_mb']['calm']} → "
+                  f"{attack['peak_rss_mb']['attacked']} MB"]
     soak = result["extras"].get("soak")
     if soak:
         lines += ["", f"Soak: {soak['calls']} calls, proxy RSS MB after each chunk "
@@ -532,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loadgen", choices=("auto", "h2load", "python"), default="auto",
                         help="unary load generator (auto: h2load when installed)")
     parser.add_argument("--no-memory", action="store_true", help="skip the soak and 16 MiB runs")
+    parser.add_argument("--no-attack", action="store_true", help="skip the under_attack run")
     parser.add_argument("--no-bare", action="store_true",
                         help="skip the bare raw-bytes forwarder reference (bench/bare.py)")
     args = parser.parse_args(argv)
