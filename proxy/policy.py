@@ -105,7 +105,7 @@ class _Rule:
 def _compile_rule(index: int, rule: config.Rule, table: MethodTable) -> _Rule:
     where = f"policy.rules[{index}]"
     methods: set[str] = set()
-    errors = []
+    errors: list[ConfigError] = []
     for j, pattern in enumerate(rule.methods):
         try:
             methods |= table.resolve(pattern)
@@ -158,7 +158,8 @@ class Policy:
     """The compiled rule set. `decide` is pure: principal × method × facts → Decision."""
 
     def __init__(self, cfg: config.Policy, table: MethodTable) -> None:
-        rules, errors = [], []
+        rules: list[_Rule] = []
+        errors: list[ConfigError] = []
         for i, rule in enumerate(cfg.rules):  # every rule's errors, not the first one's
             try:
                 rules.append(_compile_rule(i, rule, table))

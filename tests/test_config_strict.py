@@ -80,17 +80,17 @@ class TestDuplicateKeys:
     def test_keys_compare_as_values(self) -> None:
         """`1` and `0x1` are one key; `1` and `"1"` two (as the mapping holds them)."""
         with pytest.raises(DuplicateKeys):
-            yaml.load("{1: a, 0x1: b}", Loader=StrictLoader)  # noqa: S506
-        assert yaml.load("{1: a, '1': b}", Loader=StrictLoader) == {1: "a", "1": "b"}  # noqa: S506
+            yaml.load("{1: a, 0x1: b}", Loader=StrictLoader)
+        assert yaml.load("{1: a, '1': b}", Loader=StrictLoader) == {1: "a", "1": "b"}
 
     def test_aliases_and_merge_keys_are_not_duplicates(self) -> None:
         """An alias used twice is one node, not a repeated key; `<<` merges follow YAML."""
         text = "base: &b {k: 1, j: 2}\nx: *b\ny: *b\nz: {<<: *b, k: 3}\n"
-        loaded = yaml.load(text, Loader=StrictLoader)  # noqa: S506
+        loaded = yaml.load(text, Loader=StrictLoader)
         assert loaded["z"] == {"k": 3, "j": 2} and loaded["x"] == loaded["y"]
 
     def test_recursive_anchor_terminates(self) -> None:
-        loaded = yaml.load("a: &a [*a]\n", Loader=StrictLoader)  # noqa: S506
+        loaded = yaml.load("a: &a [*a]\n", Loader=StrictLoader)
         assert loaded["a"][0] is loaded["a"]
 
     def test_valid_document_loads(self, tmp_path: pathlib.Path, mtls) -> None:

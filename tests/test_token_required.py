@@ -132,7 +132,7 @@ class TestAdmission:
         """The requirement is not invented: base_config lets certificates alone in."""
         state = build_state(validate_config(base_config(pki, signing, "127.0.0.1:1")),
                             connect=False)
-        call, refused = self._start(state, pki.alice.cert_pem)
+        _, refused = self._start(state, pki.alice.cert_pem)
         assert refused is None
 
     def test_failed_token_audited_with_certificate_without_requirement(
