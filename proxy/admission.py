@@ -50,7 +50,10 @@ class Admitted:
 def start(state: State, call: Call, request: Request, lease: Lease) -> Method:
     """Everything the headers alone decide. `lease` receives the concurrency slot; the
     front releases it when the call ends."""
-    call.principal = state.authenticator.authenticate(request.certificate, request.metadata)
+    # The certificate part lands on the record before the token is checked: a call
+    # refused for its token is audited with the certificate identity that verified.
+    call.principal = state.authenticator.authenticate(
+        request.certificate, request.metadata, lambda verified: _record(call, verified))
     method = state.methods.lookup(request.method)
     _authorize(state, call, method, NO_FACTS)
     state.limits.hold(call.principal, lease)
@@ -59,8 +62,7 @@ def start(state: State, call: Call, request: Request, lease: Lease) -> Method:
 
 def inspect(state: State, call: Call, method: Method, message: bytes) -> Facts:
     facts = method.inspect(message)
-    if not method.kind.client_streams:
-        call.facts = facts
+    call.facts = facts  # before any check: a refusal is audited with what it addressed
     _authorize(state, call, method, facts)
     state.limits.check(facts)
     return facts
@@ -98,12 +100,18 @@ def respond(state: State, call: Call, method: Method, facts: Facts, response: by
 
 
 def decide(state: State, principal: Principal, path: str, facts: Facts) -> Decision:
-    """The decision for a described call: route, then policy (no credentials, no body)."""
+    """The decision for a described call: the credentials it must hold (a token where
+    one is required), route, then policy (no credentials are verified, no body)."""
     try:
+        state.authenticator.check_required(principal)
         method = state.methods.lookup(path)
     except Reject as refused:
         return Decision(False, refused.reason, None, refused.message)
     return state.policy.decide(principal, method.path, facts)
+
+
+def _record(call: Call, principal: Principal) -> None:
+    call.principal = principal
 
 
 def _authorize(state: State, call: Call, method: Method, facts: Facts) -> None:

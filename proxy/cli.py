@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 
 from proxy import ports
 from proxy.config import Config, load_config, parse_address
-from proxy.errors import ConfigError
+from proxy.errors import ConfigError, ConfigErrors
 
 if TYPE_CHECKING:
+    from proxy.config.lint import LintWarning
     from proxy.runtime import Runtime
     from proxy.workers import Plan
 
@@ -32,9 +33,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     runtime = Runtime.from_config(cfg)
     runtime.server_credentials()
     runtime.close()
+    warnings = _lint(cfg)
+    if warnings and args.strict:
+        raise ConfigErrors([ConfigError(w.path, f"{w.message} (--strict)") for w in warnings])
+    for warning in warnings:
+        print(f"tfgate: warning: {warning.path}: {warning.message}", file=sys.stderr)
+    counted = f", {len(warnings)} warnings" if warnings else ""
     print(f"{args.config}: ok ({len(cfg.policy.rules)} rules, "
-          f"{len(cfg.upstreams)} upstreams)")
+          f"{len(cfg.upstreams)} upstreams{counted})")
     return 0
+
+
+def _lint(cfg: Config) -> list[LintWarning]:
+    from proxy.config.lint import lint
+
+    return lint(cfg)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -45,6 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers.die_with_parent()
         return _serve(cfg, args, cpu=args.worker_cpu, shared_port=True,
                       runtime=_worker_runtime(cfg, args))
+    for warning in _lint(cfg):  # once per instance, not per worker
+        logging.getLogger("tfgate").warning("config: %s: %s", warning.path, warning.message)
     plan = workers.plan(args.workers, pin=not args.no_pin)
     kind, _, port = parse_address(cfg.listen.address)
     shareable = kind == "tcp" and bool(port)
@@ -142,12 +157,13 @@ def _serve(cfg: Config, args: argparse.Namespace, *, cpu: int | None, shared_por
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    """Print the decision the policy would take for a described call."""
+    """Print the decision the policy would take for a described call; exit 0 on ALLOW,
+    1 on DENY (so a CI step can assert either), 2 on a usage or config error."""
     from proxy.explain import explain
 
-    _, text = explain(_load(args.config), args)
+    decision, text = explain(_load(args.config), args)
     print(text)
-    return 0
+    return 0 if decision.allowed else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -182,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate a config and the files it names")
     check.add_argument("--config", type=pathlib.Path, required=True)
+    check.add_argument("--strict", action="store_true",
+                       help="treat warnings (rules that can never match or match more "
+                            "than they seem to) as errors")
     check.set_defaults(func=cmd_check)
 
     explain = sub.add_parser("explain", help="show why a call would be allowed or denied")
@@ -210,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"tfgate: config error: {exc}", file=sys.stderr)
+        for each in exc.errors if isinstance(exc, ConfigErrors) else (exc,):
+            print(f"tfgate: config error: {each}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"tfgate: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 - `ConfigError`: a configuration (or a file it names) is unusable. It carries the
   key path so the message can say *where*; only `cli.py` turns it into an exit code.
+  `ConfigErrors` is one that carries several (every problem a document has, not the first).
 - `Reject`: a stage refuses a call. It carries a reason from the closed `Reason` set
   (for audit and metrics), a message safe to show the client, and a detail for audit.
   The status a client sees comes from one table, `STATUS`, keyed by reason: a gRPC code
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
 
 class ConfigError(Exception):
@@ -21,6 +23,26 @@ class ConfigError(Exception):
         super().__init__(f"{path}: {problem}" if path else problem)
         self.path = path
         self.problem = problem
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration problems found at once (`errors`, each a ConfigError, in
+    document order). It is a ConfigError whose path and problem are the first one's, so
+    code that handles one error still works; `str()` lists them all, one per line."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        if not errors:
+            raise ValueError("ConfigErrors needs at least one error")
+        super().__init__(errors[0].path, errors[0].problem)
+        self.errors = tuple(errors)
+
+    def __str__(self) -> str:
+        return "\n".join(Exception.__str__(e) for e in self.errors)
+
+
+def config_errors(errors: Sequence[ConfigError]) -> ConfigError:
+    """The one error itself, or all of them as ConfigErrors."""
+    return errors[0] if len(errors) == 1 else ConfigErrors(errors)
 
 
 class Code(enum.IntEnum):
@@ -61,6 +83,7 @@ class Reason(enum.Enum):
     TOKEN_ALGORITHM_NOT_ALLOWED = "token-algorithm-not-allowed"
     TOKEN_MISSING_CLAIM = "token-missing-claim"
     MULTIPLE_TOKENS = "multiple-tokens"
+    TOKEN_REQUIRED = "token-required"  # a certificate alone, where a token is required
     # routing and inspection
     UNKNOWN_METHOD = "unknown-method"
     METHOD_ALWAYS_DENIED = "method-always-denied"
@@ -111,6 +134,7 @@ STATUS: dict[Reason, tuple[Code, int]] = {
     Reason.TOKEN_ALGORITHM_NOT_ALLOWED: _TOKEN,
     Reason.TOKEN_MISSING_CLAIM: _TOKEN,
     Reason.MULTIPLE_TOKENS: _TOKEN,
+    Reason.TOKEN_REQUIRED: _TOKEN,
     Reason.UNKNOWN_METHOD: (Code.UNIMPLEMENTED, 404),
     Reason.METHOD_ALWAYS_DENIED: (Code.PERMISSION_DENIED, 403),
     Reason.MALFORMED_REQUEST: (Code.INVALID_ARGUMENT, 400),

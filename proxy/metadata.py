@@ -2,7 +2,8 @@
 
 Never forwarded: credentials, connection-level headers, keys gRPC reserves for itself, the
 configured `identity.strip_metadata` keys, and any client copy of the identity key; each
-also in its `-bin` form. Then tfgate appends the verified principal under the identity key.
+in any case and also in its `-bin` form. Then tfgate appends the verified principal under
+the identity key.
 """
 
 from __future__ import annotations
@@ -10,29 +11,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from proxy import config
+from proxy.config.upstreams import CREDENTIAL_KEYS, HOP_BY_HOP_KEYS, metadata_base_key
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 
-CREDENTIAL_KEYS = frozenset({"authorization", "proxy-authorization", "cookie"})
-HOP_BY_HOP_KEYS = frozenset({"connection", "keep-alive", "proxy-connection", "te",
-                             "transfer-encoding", "upgrade", "host", "user-agent"})
+__all__ = ["CREDENTIAL_KEYS", "HOP_BY_HOP_KEYS", "Metadata", "MetadataFilter", "relayable"]
 
 
 class MetadataFilter:
-    """Decides once per config which client metadata keys go upstream."""
+    """Decides once per config which client metadata keys go upstream. Keys compare by
+    `metadata_base_key` (lowercase, `-bin` removed), on both sides: a strip entry
+    `X-Secret-Bin` drops `x-secret` and `x-secret-bin` alike."""
 
     def __init__(self, identity: config.Identity) -> None:
-        self._drop = CREDENTIAL_KEYS | HOP_BY_HOP_KEYS | {k.lower() for k in identity.strip_metadata}
+        self._drop = CREDENTIAL_KEYS | HOP_BY_HOP_KEYS | {
+            metadata_base_key(k) for k in identity.strip_metadata}
         self._identity_key = identity.forward_metadata_key
         if self._identity_key:
-            self._drop |= {self._identity_key}
+            self._drop |= {metadata_base_key(self._identity_key)}
 
     def upstream_metadata(self, metadata: Sequence[tuple[str, str | bytes]],
                           principal: str) -> Metadata:
         """`principal` is `Principal.display()`: already printable ASCII, sent as is."""
         kept = tuple((k, v) for k, v in metadata
-                     if k.lower().removesuffix("-bin") not in self._drop
-                     and not k.startswith((":", "grpc-")))
+                     if metadata_base_key(k) not in self._drop
+                     and not k.lower().startswith((":", "grpc-")))
         if self._identity_key:
             kept += ((self._identity_key, principal),)
         return kept

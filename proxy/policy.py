@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from proxy import config
 from proxy.cache import Memo
 from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget, Principal
-from proxy.errors import ConfigError, Reason
+from proxy.errors import ConfigError, ConfigErrors, Reason, config_errors
 from proxy.globs import DNS_LABELS, SEGMENTS, compile_globs
 from proxy.routing import MethodTable
 
@@ -114,11 +114,14 @@ class _Rule:
 def _compile_rule(index: int, rule: config.Rule, table: MethodTable) -> _Rule:
     where = f"policy.rules[{index}]"
     methods: set[str] = set()
+    errors: list[ConfigError] = []
     for j, pattern in enumerate(rule.methods):
         try:
             methods |= table.resolve(pattern)
         except ValueError as exc:
-            raise ConfigError(f"{where}.methods[{j}]", str(exc)) from None
+            errors.append(ConfigError(f"{where}.methods[{j}]", str(exc)))
+    if errors:
+        raise config_errors(errors)
     if any(table.methods[m].addresses_model for m in methods) and not rule.models:
         raise ConfigError(f"{where}.models", "required: the rule grants methods that "
                           "address a model (use ['*'] for every model)")
@@ -164,7 +167,18 @@ class Policy:
     """The compiled rule set. `decide` is pure: principal × method × facts → Decision."""
 
     def __init__(self, cfg: config.Policy, table: MethodTable) -> None:
-        self._rules = tuple(_compile_rule(i, r, table) for i, r in enumerate(cfg.rules))
+        rules: list[_Rule] = []
+        errors: list[ConfigError] = []
+        for i, rule in enumerate(cfg.rules):  # every rule's errors, not the first one's
+            try:
+                rules.append(_compile_rule(i, rule, table))
+            except ConfigErrors as exc:
+                errors.extend(exc.errors)
+            except ConfigError as exc:
+                errors.append(exc)
+        if errors:
+            raise config_errors(errors)
+        self._rules = tuple(rules)
         self._decided: Memo[Decision] = Memo(_DECIDED_MAX)
 
     def decide(self, principal: Principal, method: str, facts: Facts) -> Decision:

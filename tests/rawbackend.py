@@ -19,6 +19,7 @@ class RawBackend:
     def __init__(self, address: str = "127.0.0.1:0", credentials=None) -> None:
         self.received: list[tuple[str, bytes]] = []
         self.metadata: list[dict[str, str | bytes]] = []  # per unary call
+        self.metadata_items: list[tuple[tuple[str, str | bytes], ...]] = []  # same, every entry
         self.cancelled = threading.Event()
         self.entered = threading.Event()
         self.release = threading.Event()
@@ -39,7 +40,9 @@ class RawBackend:
 
     def _unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         self.received.append((PREDICT, request))
-        metadata = dict(context.invocation_metadata())
+        items = tuple(context.invocation_metadata())
+        self.metadata_items.append(items)
+        metadata = dict(items)
         self.metadata.append(metadata)
         if "x-block" in metadata:
             context.add_callback(self.cancelled.set)

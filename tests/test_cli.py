@@ -7,6 +7,7 @@ import json
 import pathlib
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -170,15 +171,15 @@ class TestExplain:
         """A denied call prints DENY with the failed check's reason and message."""
         code, out, _ = _run(capsys, "explain", "--config", config, "--method", "Predict",
                             "--spiffe", ALICE, *args)
-        assert code == 0
+        assert code == 1  # DENY: a CI step can gate on it
         assert out.startswith("DENY /tensorflow.serving.PredictionService/Predict")
         assert f"reason: {reason}" in out and why in out
 
     def test_deny_method(self, config: str, capsys: pytest.CaptureFixture[str]) -> None:
         """A method no rule grants the caller is denied with method-not-allowed."""
-        _, out, _ = _run(capsys, "explain", "--config", config, "--method", "Classify",
+        code, out, _ = _run(capsys, "explain", "--config", config, "--method", "Classify",
                          "--model", "mnist", "--spiffe", ALICE)
-        assert out.startswith("DENY") and "reason: method-not-allowed" in out
+        assert out.startswith("DENY") and "reason: method-not-allowed" in out and code == 1
 
     def test_deny_unknown_principal(self, config: str, capsys: pytest.CaptureFixture[str]) -> None:
         """A caller no rule names is denied with no-rule-for-principal."""
@@ -192,10 +193,10 @@ class TestExplain:
                          "--method", "HandleReloadConfigRequest", "--sub", "ops",
                          "--iss", "https://issuer.example")
         assert out.startswith("DENY") and "reason: identity-requirement-not-met" in out
-        _, out, _ = _run(capsys, "explain", "--config", config,
-                         "--method", "HandleReloadConfigRequest", "--sub", "ops",
-                         "--iss", "https://issuer.example", "--cn", "ops-laptop")
-        assert out.startswith("ALLOW") and "rule: ops" in out
+        code, out, _ = _run(capsys, "explain", "--config", config,
+                            "--method", "HandleReloadConfigRequest", "--sub", "ops",
+                            "--iss", "https://issuer.example", "--cn", "ops-laptop")
+        assert out.startswith("ALLOW") and "rule: ops" in out and code == 0
 
     def test_metadata_has_no_signature(self, config: str,
                                        capsys: pytest.CaptureFixture[str]) -> None:
@@ -215,3 +216,122 @@ class TestExplain:
         code, _, err = _run(capsys, "explain", "--config", config, "--cn", "x", *args)
         assert code == 2 and err.startswith(f"tfgate: config error: {key}: ")
         assert "unpack" not in err
+
+
+class TestExplainExitCodes:
+    """0 on ALLOW, 1 on DENY, 2 on usage or config errors: `tfgate explain` gates CI."""
+
+    def test_as_a_process(self, etc: pathlib.Path) -> None:
+        config = str(_write(etc, BASE, "gate.yaml"))
+
+        def explain(*args: str) -> int:
+            return subprocess.run([sys.executable, "-m", "proxy.cli", "explain", "--config",
+                                   config, "--method", "Predict", *args],
+                                  capture_output=True, text=True, cwd=REPO,
+                                  timeout=60).returncode
+
+        assert explain("--model", "mnist", "--version", "1", "--spiffe", ALICE) == 0
+        assert explain("--model", "bert", "--version", "1", "--spiffe", ALICE) == 1
+        assert explain("--spiffe", ALICE) == 2  # no --model
+        assert explain("--model", "m", "--version", "x") == 2  # argparse: not a number
+
+    def test_no_credentials_is_a_deny(self, etc: pathlib.Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+        """A described caller with no identity is refused as the data path refuses it."""
+        code, out, _ = _run(capsys, "explain", "--config", str(_write(etc, BASE, "e.yaml")),
+                            "--method", "Predict", "--model", "mnist")
+        assert code == 1 and "reason: no-credentials" in out
+
+    def test_token_required(self, etc: pathlib.Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+        """With authn.jwt.required, a certificate alone is explained as token-required."""
+        doc = copy.deepcopy(BASE)
+        doc["authn"]["jwt"]["required"] = True
+        config = str(_write(etc, doc, "required.yaml"))
+        code, out, _ = _run(capsys, "explain", "--config", config, "--method", "Predict",
+                            "--model", "mnist", "--version", "1", "--spiffe", ALICE)
+        assert code == 1 and "reason: token-required" in out
+        code, out, _ = _run(capsys, "explain", "--config", config, "--method", "Predict",
+                            "--model", "mnist", "--version", "1", "--spiffe", ALICE,
+                            "--sub", "svc", "--iss", "https://issuer.example")
+        assert code == 0 and out.startswith("ALLOW")
+
+
+WARNED_RULE = {"name": "models", "principals": {"spiffe": [ALICE]},
+               "methods": ["/tensorflow.serving.ModelService/*"], "models": ["*"]}
+
+
+class TestCheckReportsEverything:
+    def test_every_error_one_line_each(self, etc: pathlib.Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+        doc = _changed(bogus=1, upstreams={"x": {"address": "nope"}})
+        code, out, err = _run(capsys, "check", "--config", str(_write(etc, doc, "bad.yaml")))
+        assert code == 2 and out == ""
+        assert err.splitlines() == [
+            "tfgate: config error: upstreams.x.address: expected host:port or unix:PATH, "
+            "got 'nope'",
+            "tfgate: config error: bogus: Extra inputs are not permitted"]
+
+    def test_duplicate_policy_block(self, etc: pathlib.Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+        """A second `policy:` (which YAML would let replace the first) fails check."""
+        text = yaml.safe_dump(BASE) + "policy: {rules: []}\n"
+        code, _, err = _run(capsys, "check", "--config", str(_write(etc, text, "dup.yaml")))
+        assert code == 2
+        assert err.startswith("tfgate: config error: policy: duplicate key on line ")
+
+    def test_warnings_are_printed_and_pass(self, etc: pathlib.Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+        doc = copy.deepcopy(BASE)
+        doc["policy"]["rules"].append(WARNED_RULE)
+        path = _write(etc, doc, "warned.yaml")
+        code, out, err = _run(capsys, "check", "--config", str(path))
+        assert code == 0
+        assert out.strip() == f"{path}: ok (3 rules, 1 upstreams, 1 warnings)"
+        assert err.startswith("tfgate: warning: policy.rules[2].methods[0]: ")
+        assert "HandleReloadConfigRequest" in err
+
+    def test_strict_turns_warnings_into_errors(self, etc: pathlib.Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+        doc = copy.deepcopy(BASE)
+        doc["policy"]["rules"] += [WARNED_RULE, {**WARNED_RULE, "methods": ["**"]}]
+        code, out, err = _run(capsys, "check", "--strict", "--config",
+                              str(_write(etc, doc, "warned.yaml")))
+        assert code == 2 and out == ""
+        lines = err.splitlines()
+        assert [line.split(": ")[2] for line in lines] == [
+            "policy.rules[2].methods[0]", "policy.rules[3].name", "policy.rules[3].methods[0]"]
+        assert all(line.startswith("tfgate: config error: ") and line.endswith("(--strict)")
+                   for line in lines)
+
+    def test_strict_passes_a_clean_config(self, etc: pathlib.Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, err = _run(capsys, "check", "--strict", "--config",
+                              str(_write(etc, BASE, "clean.yaml")))
+        assert (code, err) == (0, "") and "ok (2 rules, 1 upstreams)" in out
+
+
+def test_serve_logs_warnings_at_start(etc: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """`tfgate serve` serves a config with warnings, and says each one on stderr first."""
+    doc = copy.deepcopy(BASE)
+    doc["policy"]["rules"].append(WARNED_RULE)
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "serve", "--workers", "1",
+                             "--config", str(_write(etc, doc, "serve.yaml")),
+                             "--ready-file", str(ready)],
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    guard = threading.Timer(60, proc.kill)  # a hang guard, not a timing assertion
+    guard.start()
+    try:
+        lines = []
+        for line in proc.stderr:  # ends when the process does
+            lines.append(line)
+            if "serving on" in line:
+                break
+    finally:
+        guard.cancel()
+        proc.terminate()
+        proc.wait(30)
+    assert any("serving on" in line for line in lines), lines
+    warned = [line for line in lines if "WARNING config: policy.rules[2].methods[0]" in line]
+    assert len(warned) == 1 and "HandleReloadConfigRequest" in warned[0]

@@ -30,14 +30,18 @@ def _temp_dir(output: str) -> pathlib.Path:
 @pytest.mark.tf
 class TestDemo:
     def test_demo_shows_allowed_and_refused_calls(self):
-        """Every step passes: one real Predict result, five refusals the model server never
+        """Every step passes: one real Predict result, six refusals the model server never
         saw, their audit lines; exit 0 and no temporary files left behind."""
         done = subprocess.run(COMMAND, capture_output=True, text=True, timeout=300, env=ENV)
         out = done.stdout
         assert done.returncode == 0, out + done.stderr[-3000:]
         assert "✔ ALLOWED  x = [1, 2, 3] -> y = [3.5, 4.0, 4.5]" in out
-        assert out.count("✘ REFUSED") == 5
-        assert out.count("the model server never saw it") == 5
+        assert out.count("✘ REFUSED") == 6
+        assert out.count("the model server never saw it") == 6
+        assert "UNAUTHENTICATED: token has expired" in out
+        # the expired token's refusal is audited with the certificate that verified
+        assert re.search(rf"^  \S+ deny +token-expired +Predict +- +{demo.TEAM_A}$", out,
+                         re.MULTILINE), out
         assert "UNAVAILABLE" in out  # no client certificate: the handshake fails
         assert 'PERMISSION_DENIED: model "half_plus_two" is not allowed' in out
         assert 'PERMISSION_DENIED: signature "times_three"' in out
@@ -67,8 +71,11 @@ class TestDemo:
             assert allowed.returncode == 0 and "y = [3.5, 4.0, 4.5]" in allowed.stdout
             huge = _run(commands["refused before the model server"], root)
             assert huge.returncode == 1 and "REFUSED" in huge.stdout
+            stale = _run(commands["refused UNAUTHENTICATED"], root)
+            assert stale.returncode == 1 and "UNAUTHENTICATED" in stale.stdout + stale.stderr
             explained = _run(commands["ask the policy"], root)
             assert explained.stdout.startswith("DENY") and "signature-not-allowed" in explained.stdout
+            assert explained.returncode == 1  # explain exits 1 on DENY
         finally:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(60) == 0

@@ -50,8 +50,10 @@ class TestEveryExample:
 
     @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
     def test_example_passes_tfgate_check(self, tree, path, capsys):
-        """`tfgate check` accepts the example: schema, policy, files and TLS material."""
-        assert cli.cmd_check(argparse.Namespace(config=tree / "examples" / path.name)) == 0
+        """`tfgate check --strict` accepts the example: schema, policy, files and TLS
+        material, and no warning (a shipped example says what it means)."""
+        assert cli.cmd_check(argparse.Namespace(config=tree / "examples" / path.name,
+                                                strict=True)) == 0
         assert ": ok (" in capsys.readouterr().out
 
     @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -171,7 +173,7 @@ class TestReadme:
         (full,) = [b for b in _readme_yaml_blocks() if b.startswith("# tfgate.yaml")]
         path = tree / "examples" / "readme.yaml"
         path.write_text(full)
-        assert cli.cmd_check(argparse.Namespace(config=path)) == 0
+        assert cli.cmd_check(argparse.Namespace(config=path, strict=True)) == 0
 
     def test_cookbook_rules_are_valid_rules(self, tree):
         """Each cookbook snippet is a rule the README's annotated config accepts."""

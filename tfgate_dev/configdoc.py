@@ -41,9 +41,15 @@ HEADER = """\
      Run `make docs` after changing the schema; tests/test_configdoc.py checks this file. -->
 
 tfgate reads one YAML document (`tfgate serve --config FILE`). Unknown keys are errors, and
-an error names the key path, e.g. `policy.rules[2].models[0]: ...`. Relative file paths are
+so is a key given twice in one mapping (YAML would keep the last). Every error is reported,
+each naming its key path, e.g. `policy.rules[2].models[0]: ...`. Relative file paths are
 resolved against the directory of the config file. `<name>` stands for a key you choose;
 `[]` for an item of a list. A key without a default must be given.
+
+`tfgate check --config FILE` also warns where a valid rule can never match or matches more
+than it reads (the list is in the README's Configuration section, the checks in
+`proxy/config/lint.py`); `--strict` makes those warnings errors, and `tfgate serve` logs
+them at start.
 """
 
 

@@ -99,7 +99,8 @@ def _missing() -> str | None:
 
 def make_pki(root: pathlib.Path) -> None:
     """CA, server cert, client certs for alice (team A), bob (team B), ops and a batch job
-    (CN only), a signing key with its JWKS, and a batch-job token for other_model."""
+    (CN only), a signing key with its JWKS, a batch-job token for other_model, and a token
+    for alice that expired an hour ago."""
     pki = DevPKI.create(root / "pki")
     pki.server()
     pki.client("alice", spiffe_id=TEAM_A)
@@ -111,6 +112,9 @@ def make_pki(root: pathlib.Path) -> None:
     claims = mint_claims(issuer=ISSUER, audience=AUDIENCE, subject="batch-job", ttl=3600,
                          scope="predict:other_model")
     (root / "token.jwt").write_text(key.token(claims) + "\n")
+    stale = mint_claims(issuer=ISSUER, audience=AUDIENCE, subject="alice",
+                        now=time.time() - 7200, ttl=3600, scope="predict")
+    (root / "expired.jwt").write_text(key.token(stale) + "\n")
 
 
 def start_proxy(root: pathlib.Path, stack: contextlib.ExitStack) -> tuple[str, subprocess.Popen]:
@@ -158,6 +162,7 @@ class Client:
         self.models = model_service_pb2_grpc.ModelServiceStub
         self.root, self.address = root, address
         self.token = (root / "token.jwt").read_text().strip()
+        self.expired = (root / "expired.jwt").read_text().strip()
 
     def channel(self, who: str | None) -> grpc.Channel:
         pki = self.root / "pki"
@@ -177,8 +182,10 @@ class Client:
         tensor.float_val.extend(values)
         return request
 
-    def predict(self, who: str | None, request: Any, token: bool = False) -> Any:
-        metadata = [("authorization", f"Bearer {self.token}")] if token else []
+    def predict(self, who: str | None, request: Any, token: bool | str = False) -> Any:
+        """`token`: True for the batch job's token, or the token itself."""
+        bearer = self.token if token is True else token
+        metadata = [("authorization", f"Bearer {bearer}")] if bearer else []
         return self.prediction(self.channel(who)).Predict(request, metadata=metadata, timeout=10)
 
 
@@ -221,6 +228,11 @@ def steps(client: Client, backend: Any) -> list[Step]:
         Step("A batch job with a valid token for other_model asks for half_plus_two",
              "its token scope predict:other_model grants other_model only",
              lambda: str(client.predict("batch-job", client.request(), token=True)), denied),
+        Step("Team A's service sends its valid certificate with a token that expired an hour "
+             "ago", "a token that fails verification fails the call, even where the "
+             "certificate alone would pass; the audit still names the certificate",
+             lambda: str(client.predict("alice", client.request(), token=client.expired)),
+             (grpc.StatusCode.UNAUTHENTICATED,)),
         Step("Team A asks for signature times_three of half_plus_two",
              "team A is granted serving_default only",
              lambda: str(client.predict("alice", client.request(signature="times_three"))),
@@ -299,7 +311,13 @@ def show_audit(path: pathlib.Path, expected: int) -> bool:
         say(f"  first event as written:\n  {json.dumps(events[0])}")
     if len(events) != expected:
         say(f"  {BAD} FAIL: expected {expected} audit events, found {len(events)}")
-    return len(events) == expected
+        return False
+    expired = [e for e in events if e["reason"] == "token-expired"]
+    if [e["principal"] for e in expired] != [TEAM_A]:
+        say(f"  {BAD} FAIL: the expired-token call is not audited with alice's certificate "
+            f"identity: {expired}")
+        return False
+    return True
 
 
 # -- keep mode -------------------------------------------------------------------------
@@ -325,6 +343,8 @@ tfgate keeps running on {address} (config: {root / 'tfgate.yaml'}). In another t
   {client} --cert pki/bob.pem --key pki/bob.key 5
   # the batch job's token (scope predict:other_model) with its CN-only certificate
   {client} --cert pki/batch-job.pem --key pki/batch-job.key --token-file token.jwt --model other_model 5
+  # refused UNAUTHENTICATED: team A's certificate with an expired token
+  {alice} --token-file expired.jwt 1 2 3
   # ask the policy without calling
   {tfgate_cmd} explain --config tfgate.yaml --method Predict --model half_plus_two \\
       --signature times_three --spiffe {TEAM_A}

@@ -1,8 +1,16 @@
-"""Authentication: turn a peer certificate and/or a bearer token into a `Principal`."""
+"""Authentication: turn a peer certificate and/or a bearer token into a `Principal`.
+
+The certificate part is known first (the TLS handshake verified it) and is handed back
+through `on_certificate` before the token is looked at, so a call refused for its token
+is still audited with the certificate identity that did verify. Whether a token is
+required is decided here, once (`token_required`, from `Config.token_required()`): a
+caller without one is UNAUTHENTICATED (`token-required`), never PERMISSION_DENIED, and
+`tfgate explain` asks the same question through `check_required`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from proxy.authn.jwt import TokenVerifier, extract_token
 from proxy.authn.mtls import ANONYMOUS, CertificateIdentities
@@ -10,17 +18,28 @@ from proxy.call import Principal
 from proxy.errors import Reason, unauthenticated
 
 
+def _ignore(_: Principal) -> None:
+    pass
+
+
 class Authenticator:
     """Built once per config; `authenticate` is called once per call."""
 
-    def __init__(self, certificates: CertificateIdentities, tokens: TokenVerifier | None) -> None:
+    def __init__(self, certificates: CertificateIdentities, tokens: TokenVerifier | None,
+                 *, token_required: bool = False) -> None:
         self._certificates = certificates
         self._tokens = tokens
+        self.token_required = token_required and tokens is not None
 
     def authenticate(self, certificate: bytes | None,
-                     metadata: Sequence[tuple[str, str | bytes]]) -> Principal:
-        """`certificate`: the peer's verified leaf (PEM) as the transport saw it, or None."""
+                     metadata: Sequence[tuple[str, str | bytes]],
+                     on_certificate: Callable[[Principal], None] = _ignore) -> Principal:
+        """`certificate`: the peer's verified leaf (PEM) as the transport saw it, or None.
+        `on_certificate` receives the certificate principal, when there is one, before any
+        token is checked (so a refusal for the token still knows who presented it)."""
         principal = self._certificates.principal(certificate)
+        if principal is not ANONYMOUS:
+            on_certificate(principal)
         token = extract_token(metadata)
         if token is not None:
             if self._tokens is None:
@@ -29,6 +48,14 @@ class Authenticator:
             # Without a certificate the merge is the token's principal itself; skipping
             # it saves a dataclasses.replace (~10 µs) on every token-only call.
             principal = from_token if principal is ANONYMOUS else principal.merged(from_token)
+        self.check_required(principal)
+        return principal
+
+    def check_required(self, principal: Principal) -> None:
+        """Refuse a principal that lacks every credential, or the token this listener
+        requires, with UNAUTHENTICATED."""
         if not (principal.has_certificate or principal.has_token):
             raise unauthenticated(Reason.NO_CREDENTIALS, "no client certificate or bearer token")
-        return principal
+        if self.token_required and not principal.has_token:
+            raise unauthenticated(Reason.TOKEN_REQUIRED, "a bearer token is required "
+                                  "(authorization: Bearer <token>) besides the certificate")

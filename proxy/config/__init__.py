@@ -5,8 +5,10 @@ One module per stage declares its section (`listen`, `authn`, `policy`, `limits`
 sections, and loading. Every key is declared with its type, default and meaning in
 exactly one place; docs/config.md and the Helm values schema are generated from it.
 Relative file paths are taken relative to the config file. `load_config` raises
-`ConfigError` whose path reads like `policy.rules[2].models[0]`; it never exits the
-process (only `cli.py` does).
+`ConfigError` whose path reads like `policy.rules[2].models[0]` (`ConfigErrors` when
+there are several: every one is reported, not the first); it never exits the process
+(only `cli.py` does). A key given twice is an error (`strict_yaml.py`). What is valid
+but probably not meant is `lint.py`'s: warnings, not errors.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from proxy.config.limits import Limits
 from proxy.config.listen import Listen, ListenTLS
 from proxy.config.policy import Policy, Principals, Rule, Version
 from proxy.config.process import Audit, Server
+from proxy.config.strict_yaml import DuplicateKeys, StrictLoader
 from proxy.config.upstreams import Identity, ModelRoute, Upstream, UpstreamTLS
-from proxy.errors import ConfigError
+from proxy.errors import ConfigError, ConfigErrors, config_errors
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -43,6 +46,7 @@ __all__ = [
     "Authn",
     "Config",
     "ConfigError",
+    "ConfigErrors",
     "FilePath",
     "Identity",
     "Issuer",
@@ -105,6 +109,15 @@ class Config(Section):
                                  "certificates")
         return self
 
+    def token_required(self) -> bool:
+        """Whether every call must present a token: said as `authn.jwt.required`, or
+        implied because every rule requires one (so the authenticate stage refuses a
+        certificate-only call as UNAUTHENTICATED instead of policy as PERMISSION_DENIED)."""
+        jwt = self.authn.jwt
+        rules = self.policy.rules
+        return jwt is not None and (jwt.required or (
+            bool(rules) and all(rule.needs_token() for rule in rules)))
+
     def upstream_for_default(self) -> str | None:
         if self.default_upstream is not None:
             return self.default_upstream
@@ -119,27 +132,38 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
 
 
 def validate_config(data: Any, base_dir: pathlib.Path | None = None) -> Config:
-    """Validate a parsed document; raise ConfigError naming the first bad key."""
+    """Validate a parsed document; raise ConfigError naming the bad key, or ConfigErrors
+    naming every bad key when there are several."""
     if not isinstance(data, dict):
         raise ConfigError("", "the configuration must be a YAML mapping")
     try:
         return Config.model_validate(data, context={"base_dir": base_dir})
     except pydantic.ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        message = err["msg"].removeprefix("Value error, ")
-        cause = err.get("ctx", {}).get("error")
-        key = cause.key if isinstance(cause, KeyProblem) else ()
-        raise ConfigError(_format_loc((*err["loc"], *key)), message) from None
+        raise config_errors([_config_error(e) for e in exc.errors(include_url=False)]
+                            ) from None
+
+
+def _config_error(err: Any) -> ConfigError:
+    message = err["msg"].removeprefix("Value error, ")
+    cause = err.get("ctx", {}).get("error")
+    key = cause.key if isinstance(cause, KeyProblem) else ()
+    return ConfigError(_format_loc((*err["loc"], *key)), message)
 
 
 def load_config(path: pathlib.Path) -> Config:
-    """Read, parse and validate a YAML config file."""
+    """Read, parse and validate a YAML config file. A key given twice in one mapping is
+    an error (strict_yaml.py): YAML would otherwise keep the last one silently."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError("", f"cannot read config {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+    except DuplicateKeys as exc:
+        raise config_errors([ConfigError(_format_loc(d.path), f"duplicate key on line "
+                                         f"{d.line} (first given on line {d.first_line}); "
+                                         "YAML would keep only the last")
+                             for d in exc.duplicates]) from None
     except yaml.YAMLError as exc:
         raise ConfigError("", f"{path}: not valid YAML: {exc}") from None
     return validate_config(data, base_dir=path.parent.resolve())

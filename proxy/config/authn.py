@@ -52,6 +52,11 @@ class JWT(Section):
         "scope", description="Claim holding scopes or groups: a space-separated string or a list.")
     cache_size: int = Field(10000, ge=0, description="Verified tokens kept (until they expire).")
     max_token_bytes: int = Field(8192, gt=0, description="Longer tokens are refused unread.")
+    required: bool = Field(
+        False, description="Every call must present a valid token, a certificate alone is "
+        "not enough: a call without one is UNAUTHENTICATED (`token-required`), not "
+        "PERMISSION_DENIED. Also in effect, without saying it, when every rule requires a "
+        "token.")
 
     @pydantic.model_validator(mode="after")
     def _distinct_issuers(self) -> JWT:

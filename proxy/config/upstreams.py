@@ -3,6 +3,7 @@ forward stages), and what tfgate tells the upstream about the caller."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import pydantic
@@ -48,24 +49,53 @@ class ModelRoute(Section):
     upstream: str = Field(description="Name of an entry in `upstreams`.")
 
 
+# Client metadata that never goes upstream, whatever the config (metadata.py), in any
+# case and in its `-bin` form: credentials, and connection-level (hop-by-hop) headers.
+CREDENTIAL_KEYS = frozenset({"authorization", "proxy-authorization", "cookie"})
+HOP_BY_HOP_KEYS = frozenset({"connection", "keep-alive", "proxy-connection", "te",
+                             "transfer-encoding", "upgrade", "host", "user-agent"})
+# A metadata key as HTTP/2 and gRPC allow it: lowercase token characters.
+_KEY = re.compile(r"[0-9a-z_.-]+")
+
+
+def metadata_base_key(key: str) -> str:
+    """The key a metadata entry is compared by: lowercase, without `-bin` (gRPC's
+    marker of a binary value), so `X-Secret`, `x-secret` and `x-secret-bin` are one."""
+    return key.lower().removesuffix("-bin")
+
+
 class Identity(Section):
     """Passing the verified caller to the upstream."""
 
     forward_metadata_key: str | None = Field(
         None, description="Metadata key that carries the verified principal upstream; "
-        "any copy the client sent is dropped first.")
+        "any copy the client sent (in any case, or as `KEY-bin`) is dropped first. "
+        "Lowercase, not `-bin`, not a credential, connection or `grpc-` key.")
     strip_metadata: list[str] = Field(
-        default_factory=list, description="Extra client metadata keys never forwarded.")
+        default_factory=list, description="Extra client metadata keys never forwarded, "
+        "matched in any case and in their `-bin` form too.")
 
     @pydantic.field_validator("forward_metadata_key")
     @classmethod
-    def _lowercase(cls, value: str | None) -> str | None:
+    def _identity_key(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        if value != value.lower() or value.startswith((":", "grpc-")) or not value.isascii():
-            raise ValueError("use a lowercase ASCII key that does not start with ':' or 'grpc-'")
         if value.endswith("-bin"):
             raise ValueError("a -bin key carries binary values; the principal is text")
-        if value in ("authorization", "proxy-authorization", "cookie"):
+        if _KEY.fullmatch(value) is None or value.startswith("grpc-"):
+            raise ValueError("use a lowercase key of a-z, 0-9, '-', '_' and '.' that does "
+                             "not start with 'grpc-'")
+        if value in CREDENTIAL_KEYS:
             raise ValueError(f"{value!r} is a credential key, stripped before forwarding")
+        if value in HOP_BY_HOP_KEYS:
+            raise ValueError(f"{value!r} is a connection header, never forwarded")
+        return value
+
+    @pydantic.field_validator("strip_metadata")
+    @classmethod
+    def _strip_keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if _KEY.fullmatch(key.lower()) is None:
+                raise ValueError(f"{key!r} is not a metadata key (letters, digits, '-', "
+                                 "'_' and '.')")
         return value
