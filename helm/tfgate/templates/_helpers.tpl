@@ -262,11 +262,11 @@ tcpSocket:
     {{- toYaml . | nindent 4 }}
     {{- end }}
   startupProbe:
-    {{- include "tfgate.probe" (list . "/healthz" $v.probes.startup) | nindent 4 }}
+    {{- include "tfgate.probe" (list . "/healthz" $v.probes.startup) | trim | nindent 4 }}
   readinessProbe:
-    {{- include "tfgate.probe" (list . "/readyz" $v.probes.readiness) | nindent 4 }}
+    {{- include "tfgate.probe" (list . "/readyz" $v.probes.readiness) | trim | nindent 4 }}
   livenessProbe:
-    {{- include "tfgate.probe" (list . "/healthz" $v.probes.liveness) | nindent 4 }}
+    {{- include "tfgate.probe" (list . "/healthz" $v.probes.liveness) | trim | nindent 4 }}
   lifecycle:
     preStop:
       exec:
