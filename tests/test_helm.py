@@ -543,6 +543,26 @@ class TestValuesSchema:
         assert sections == set(Config.model_fields) - owned
         assert {"listen", "authn", "identity", "policy", "limits", "audit", "server"} <= sections
 
+    def test_a_new_section_appears_with_chart_owned_keys_removed(self, monkeypatch):
+        """When tfgate's Config gains a section (here a stand-in `admin`), the generated
+        schema offers it under `config`, without the keys the chart owns (its address)."""
+        from pydantic import Field
+
+        from proxy.config import Section
+
+        class Admin(Section):
+            address: str = Field("127.0.0.1:9901", description="host:port.")
+            metrics: bool = Field(True, description="Serve /metrics.")
+
+        class WithAdmin(Config):
+            admin: Admin = Field(default_factory=Admin, description="Admin listener.")
+
+        monkeypatch.setattr(schema_module.config, "Config", WithAdmin)
+        document = schema_module.schema()
+        admin = document["properties"]["config"]["properties"]["admin"]
+        name = admin["$ref"].rsplit("/", 1)[1]
+        assert set(document["$defs"][name]["properties"]) == {"metrics"}
+
     def test_default_values_pass_the_schema(self):
         with helm_python.Chart.load(CHART) as chart:
             chart.validate_schema(chart.values)
