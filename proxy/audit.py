@@ -13,6 +13,7 @@ import structlog
 
 from proxy.call import Call
 from proxy.errors import Code
+from proxy.shadow import audit_field
 
 
 def open_sink(output: str) -> IO[str]:
@@ -46,6 +47,9 @@ def event_fields(call: Call) -> dict[str, Any]:
     }
     if call.code is not Code.OK:
         fields["detail"] = call.detail
+    shadow = audit_field(call)
+    if shadow is not None:
+        fields["shadow"] = shadow
     return fields
 
 
