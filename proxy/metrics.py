@@ -22,6 +22,7 @@ import pathlib
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from cryptography import x509
 from prometheus_client import (
@@ -108,18 +109,39 @@ def call_started() -> None:
     IN_FLIGHT.inc()
 
 
+# The labelled children one call touches, by its label values: `.labels()` checks and
+# locks on every use, a dict lookup does not. Bounded: every value is from a closed set.
+_children: dict[tuple[str, str, str, Reason, str, str], tuple[Any, Any, Any]] = {}
+
+
+def _children_for(method: str, model: str, decision: str, reason: Reason, status: str,
+                  upstream: str) -> tuple[Any, Any, Any]:
+    key = (method, model, decision, reason, status, upstream)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = (
+            CALLS.labels(method, model, decision, reason.value, status),
+            OWN_SECONDS.labels(method, decision),
+            UPSTREAM_SECONDS.labels(method, upstream) if upstream else None)
+    return found
+
+
 def observe(call: Call, labels: Labels) -> None:
     """Count one ended call (the front calls it once per call, after `call_started`)."""
     IN_FLIGHT.dec()
     method = labels.method(call.method)
     decision = "allow" if call.reason.forwarded else "deny"
-    CALLS.labels(method, labels.model(call), decision, call.reason.value, call.code.name).inc()
+    forwarded = call.forwarded_at
+    calls, own, upstream = _children_for(
+        method, labels.model(call), decision, call.reason, call.code.name,
+        (call.upstream or "") if forwarded is not None else "")
+    calls.inc()
     ended = call.ended if call.ended is not None else time.monotonic()
-    if call.forwarded_at is None:
-        OWN_SECONDS.labels(method, decision).observe(ended - call.started)
+    if forwarded is None or upstream is None:
+        own.observe(ended - call.started)
     else:
-        OWN_SECONDS.labels(method, decision).observe(call.forwarded_at - call.started)
-        UPSTREAM_SECONDS.labels(method, call.upstream or "").observe(ended - call.forwarded_at)
+        own.observe(forwarded - call.started)
+        upstream.observe(ended - forwarded)
     if call.limit is not None:
         LIMIT_REFUSALS.labels(call.limit).inc()
     if call.reason in (Reason.UPSTREAM_STATUS, Reason.UPSTREAM_UNAVAILABLE):

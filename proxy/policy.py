@@ -102,8 +102,8 @@ class _Rule:
         return None
 
 
-def _compile_rule(index: int, rule: config.Rule, table: MethodTable) -> _Rule:
-    where = f"policy.rules[{index}]"
+def _compile_rule(index: int, rule: config.Rule, table: MethodTable, section: str) -> _Rule:
+    where = f"{section}.rules[{index}]"
     methods: set[str] = set()
     for j, pattern in enumerate(rule.methods):
         try:
@@ -154,8 +154,10 @@ _RANK = [Reason.NO_MATCHING_RULE, Reason.IDENTITY_REQUIREMENT, Reason.METHOD_NOT
 class Policy:
     """The compiled rule set. `decide` is pure: principal × method × facts → Decision."""
 
-    def __init__(self, cfg: config.Policy, table: MethodTable) -> None:
-        self._rules = tuple(_compile_rule(i, r, table) for i, r in enumerate(cfg.rules))
+    def __init__(self, cfg: config.Policy, table: MethodTable, section: str = "policy") -> None:
+        """`section` names the config key in errors (`shadow_policy` for a shadow)."""
+        self._rules = tuple(_compile_rule(i, r, table, section)
+                            for i, r in enumerate(cfg.rules))
         self._decided: dict[tuple[Principal, str, tuple[ModelTarget, ...]], Decision] = {}
 
     def decide(self, principal: Principal, method: str, facts: Facts) -> Decision:

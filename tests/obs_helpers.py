@@ -23,13 +23,15 @@ METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"
 
 def plaintext_config(signing: Any, upstream: str, tmp_path: pathlib.Path,
                      **extra: Any) -> dict[str, Any]:
-    """Loopback plaintext listener, token callers only, admin on a free port."""
+    """Loopback plaintext listener, token callers only, admin on a free port. Without
+    `signing`, the issuer entry is left for the caller to replace."""
+    jwks = str(signing.jwks) if signing is not None else "/dev/null"
     config: dict[str, Any] = {
         "listen": {"address": "127.0.0.1:0", "plaintext": True},
         "upstreams": {"serving": {"address": upstream}},
         "authn": {"jwt": {"issuers": [{
             "issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["ES256"],
-            "jwks_file": str(signing.jwks)}]}},
+            "jwks_file": jwks}]}},
         "policy": {"rules": [
             {"name": "predict", "principals": {"iss": [ISSUER], "scopes": ["predict"]},
              "methods": ["Predict", "GetModelMetadata"], "models": ["half_plus_two", "fraud-*"]},
