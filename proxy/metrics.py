@@ -32,6 +32,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
@@ -48,6 +49,7 @@ OTHER = "other"
 _GLOB = frozenset("*?[")
 
 REGISTRY = CollectorRegistry()
+disable_created_metrics()  # no `_created` series: one per labelled child, never needed here
 
 # tfgate's own time is short (admission is tens of µs; receiving a large message longer);
 # the upstream's spans a model run.
