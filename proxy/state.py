@@ -110,7 +110,15 @@ def build_state(cfg: config.Config, shared: Shared | None = None, *, connect: bo
 def _remote_keys(cfg: config.Config, shared: Shared) -> dict[str, RemoteKeySet]:
     """The fetched key sets of issuers whose keys come from a URL (shared across reloads)."""
     issuers = cfg.authn.jwt.issuers if cfg.authn.jwt else []
-    return {i.issuer: shared.key_sets.acquire(i) for i in issuers if i.remote()}
+    acquired: dict[str, RemoteKeySet] = {}
+    try:
+        for issuer in issuers:
+            if issuer.remote():
+                acquired[issuer.issuer] = shared.key_sets.acquire(issuer)
+    except ConfigError:
+        _release(shared, acquired.values())
+        raise
+    return acquired
 
 
 def _release(shared: Shared, keys: Iterable[RemoteKeySet]) -> None:

@@ -283,3 +283,18 @@ def test_config_error_names_the_issuer_key() -> None:
                                            "algorithms": ["ES256"],
                                            "jwks_url": "http://10.0.0.1/jwks"}]}}})
     assert err.value.path == "authn.jwt.issuers[0].jwks_url"
+
+
+def test_an_unusable_ca_is_a_config_error_and_leaks_no_key_set(issuer, pki, tmp_path) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    config_ = _proxy_config(issuer, pki, "127.0.0.1:1", tmp_path)
+    good = _issuer_entry(issuer, pki)
+    bad = {**_issuer_entry(issuer, pki), "issuer": "https://second.example",
+           "fetch": {"ca": str(not_pem)}}
+    config_["authn"]["jwt"]["issuers"] = [good, bad]
+    shared = Shared()
+    with pytest.raises(ConfigError) as err:
+        build_state(validate_config(config_), shared)
+    assert "https://second.example" in err.value.problem
+    assert shared.key_sets._sets == {}

@@ -53,7 +53,7 @@ class RemoteKeySet:
         self._cfg = issuer.fetch
         self._jwks_url = issuer.jwks_url
         self._discovery = issuer.discovery_url() if issuer.discovery else None
-        self._ssl = _tls_context(issuer.fetch)
+        self._ssl = _tls_context(issuer)
         self._loop = loop or LoopThread.shared()
         self._clock = clock
         self._current: tuple[tuple[VerificationKey, ...], float | None] = ((), None)
@@ -189,11 +189,13 @@ class RemoteKeySet:
             raise FetchError(f"{url}: not JSON") from None
 
 
-def _tls_context(fetch: config.JWKSFetch) -> ssl.SSLContext:
+def _tls_context(issuer: config.Issuer) -> ssl.SSLContext:
+    ca = issuer.fetch.ca
     try:
-        return ssl.create_default_context(cafile=str(fetch.ca) if fetch.ca else None)
+        return ssl.create_default_context(cafile=str(ca) if ca else None)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("authn.jwt.issuers.fetch.ca", f"cannot load: {exc}") from None
+        raise ConfigError("authn.jwt.issuers.fetch.ca",
+                          f"issuer {issuer.issuer}: cannot load {ca}: {exc}") from None
 
 
 class KeySets:
