@@ -33,7 +33,7 @@ CHART_OWNED: dict[str, tuple[str, ...]] = {
     "": ("upstreams", "routes", "default_upstream"),
     "listen": ("address", "plaintext"),
     "listen.tls": ("cert", "key", "client_ca"),
-    "admin": ("address",),
+    "admin": ("address", "enabled", "allow_non_loopback"),
 }
 
 Schema = dict[str, Any]

@@ -10,7 +10,8 @@ over a `Request`, what it knew when the call began, then the request messages, a
 stream runs start → admit, then inspect once per message before that message may go on.
 The method is authorized before any body is parsed, so a caller no rule lets call it
 never costs a parse. `decide` is the same decision without credentials or a body, for
-`tfgate explain` (and a shadow policy).
+`tfgate explain`; a shadow policy (shadow.py) is decided beside the enforced one
+wherever the enforced one is, and never changes the outcome.
 """
 
 from __future__ import annotations
@@ -114,9 +115,22 @@ def _record(call: Call, principal: Principal) -> None:
     call.principal = principal
 
 
+def decide_shadow(state: State, principal: Principal, path: str, facts: Facts) -> Decision | None:
+    """The shadow policy's decision for a described call (None without a shadow policy)."""
+    if state.shadow is None:
+        return None
+    try:
+        method = state.methods.lookup(path)
+    except Reject as refused:
+        return Decision(False, refused.reason, None, refused.message)
+    return state.shadow.policy.decide(principal, method.path, facts)
+
+
 def _authorize(state: State, call: Call, method: Method, facts: Facts) -> None:
     decision = state.policy.decide(call.principal, method.path, facts)  # type: ignore[arg-type]
     call.rule = decision.rule
+    if state.shadow is not None:
+        state.shadow.compare(call, method.path, facts, decision)  # never raises
     if not decision.allowed:
         raise Reject(decision.reason, decision.message)
 

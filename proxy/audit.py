@@ -13,6 +13,7 @@ import structlog
 
 from proxy.call import Call
 from proxy.errors import Code
+from proxy.shadow import audit_field
 
 
 def open_sink(output: str) -> IO[str]:
@@ -57,6 +58,9 @@ def event_fields(call: Call) -> dict[str, Any]:
         if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
             fields[key] = value[:MAX_FIELD_CHARS] + "…"
             fields[f"{key}_len"] = len(value)
+    shadow = audit_field(call)
+    if shadow is not None:
+        fields["shadow"] = shadow
     return fields
 
 

@@ -114,9 +114,23 @@ class Facts:
     examples: ExampleFacts | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ShadowVerdict:
+    """What the shadow policy decided where it differed from the enforced policy (allow
+    against deny); the first such difference of a call (proxy/shadow.py)."""
+
+    enforced_allowed: bool
+    allowed: bool
+    reason: Reason
+    rule: str | None
+
+
 @dataclass(slots=True)
 class Call:
-    """One call's record, filled in stage by stage."""
+    """One call's record, filled in stage by stage. Times are `time.monotonic()`:
+    `started` at the headers, `forwarded_at` when admission let it go upstream, `ended`
+    when the front finished it (metrics.py turns them into tfgate's and the upstream's
+    share of the latency)."""
 
     method: str
     peer: str
@@ -132,6 +146,10 @@ class Call:
     bytes_out: int = 0
     messages_in: int = 0
     messages_out: int = 0
+    forwarded_at: float | None = None
+    ended: float | None = None
+    limit: str | None = None           # the limit a limit refusal names
+    shadow: ShadowVerdict | None = None
 
     def latency_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000.0

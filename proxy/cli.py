@@ -96,10 +96,11 @@ def _check_port(address: str, *, claim: bool) -> ports.PortClaim | None:
 
 
 def _supervise(cfg: Config, args: argparse.Namespace, plan: Plan) -> int:
-    """Run the workers, sharing one limit table in a file this process creates."""
+    """Run the workers, sharing one limit table in a file this process creates, and one
+    metrics directory."""
     from proxy import shared_limits, workers
 
-    with workers.instance_dir() as shared:
+    with workers.instance_dir() as shared, workers.shared_metrics(shared):
         table = shared_limits.create(shared / "limits", cfg.limits.table_size, plan.workers)
 
         def worker_argv(index: int, cpu: int | None, ready: pathlib.Path) -> list[str]:

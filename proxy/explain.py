@@ -1,7 +1,8 @@
 """`tfgate explain`: the decision the admission path would take for a described call.
 
 The caller's identity and the request's facts come from the command line instead of
-credentials and a body; the rest is `admission.decide`, the data path's own code."""
+credentials and a body; the rest is `admission.decide`, the data path's own code. With a
+`shadow_policy`, its decision for the same call is shown too (never enforced)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,11 @@ def explain(cfg: Config, args: argparse.Namespace) -> tuple[Decision, str]:
         signature = (args.signature or DEFAULT_SIGNATURE) if method.access is Access.DATA else None
         facts = Facts(targets=(ModelTarget(args.model, args.version, args.label, signature),))
     decision = admission.decide(state, principal, path, facts)
-    return decision, _render(decision, path, principal, facts)
+    text = _render(decision, path, principal, facts)
+    shadow = admission.decide_shadow(state, principal, path, facts)
+    if shadow is not None:
+        text += "\n" + _render_shadow(shadow, differs=shadow.allowed != decision.allowed)
+    return decision, text
 
 
 def _method_path(methods: MethodTable, pattern: str) -> str:
@@ -53,6 +58,12 @@ def _method_path(methods: MethodTable, pattern: str) -> str:
         raise ConfigError("--method", f"{pattern!r} matches {len(paths)} methods; name one")
     (path,) = paths
     return path
+
+
+def _render_shadow(shadow: Decision, *, differs: bool) -> str:
+    verdict = "ALLOW" if shadow.allowed else "DENY"
+    why = f"rule: {shadow.rule}" if shadow.allowed else f"{shadow.reason.value}: {shadow.message}"
+    return f"  shadow: {verdict} ({why}){' (differs)' if differs else ''}"
 
 
 def _render(decision: Decision, path: str, principal: Principal, facts: Facts) -> str:

@@ -82,6 +82,19 @@ class Upstream:
                 grpc.aio.secure_channel(self._address, self._credentials, options=self._options))
         return self._channel
 
+    async def reachable(self, timeout: float) -> bool:
+        """Whether the channel calls use is connected, or connects within `timeout`
+        (readiness.py); costs no call on the upstream."""
+        channel = self._open()
+        if channel.get_state(try_to_connect=True) is grpc.ChannelConnectivity.READY:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await channel.channel_ready()
+        except TimeoutError:
+            return False
+        return True
+
     def close(self) -> None:
         """Close the channel from any thread; calls still on it are cancelled."""
         channel, loop, self._channel = self._channel, self._loop, None

@@ -133,7 +133,8 @@ class Caps:
 
 
 class LimitExceeded(Reject):
-    """A size refusal that names the limit key it broke (for the `hits` counters)."""
+    """A limit refusal that names the limit key it broke (for the `hits` counters and
+    the metrics)."""
 
     def __init__(self, limit: str, reason: Reason, message: str, detail: str) -> None:
         super().__init__(reason, message, detail)
@@ -335,7 +336,7 @@ class Limiter:
 
     def _refuse(self, limit: str, reason: Reason, message: str) -> Reject:
         self.state.hits.add(limit)
-        return Reject(reason, message)
+        return LimitExceeded(limit, reason, message, message)
 
     # -- deadlines ------------------------------------------------------------------
 

@@ -111,8 +111,8 @@ class _Rule:
         return None
 
 
-def _compile_rule(index: int, rule: config.Rule, table: MethodTable) -> _Rule:
-    where = f"policy.rules[{index}]"
+def _compile_rule(index: int, rule: config.Rule, table: MethodTable, section: str) -> _Rule:
+    where = f"{section}.rules[{index}]"
     methods: set[str] = set()
     errors: list[ConfigError] = []
     for j, pattern in enumerate(rule.methods):
@@ -166,12 +166,13 @@ _RANK = [Reason.NO_MATCHING_RULE, Reason.IDENTITY_REQUIREMENT, Reason.METHOD_NOT
 class Policy:
     """The compiled rule set. `decide` is pure: principal × method × facts → Decision."""
 
-    def __init__(self, cfg: config.Policy, table: MethodTable) -> None:
+    def __init__(self, cfg: config.Policy, table: MethodTable, section: str = "policy") -> None:
+        """`section` names the config key in errors (`shadow_policy` for a shadow)."""
         rules: list[_Rule] = []
         errors: list[ConfigError] = []
         for i, rule in enumerate(cfg.rules):  # every rule's errors, not the first one's
             try:
-                rules.append(_compile_rule(i, rule, table))
+                rules.append(_compile_rule(i, rule, table, section))
             except ConfigErrors as exc:
                 errors.extend(exc.errors)
             except ConfigError as exc:

@@ -10,20 +10,23 @@ for its body. No call holds a thread; an idle stream costs a few KB.
 Each call takes the runtime's current State once, at its start. `_Boundary` is the one
 place where a Reject becomes a gRPC status (the code from `errors.STATUS`) and anything
 unexpected becomes INTERNAL (the call is then never forwarded); every call leaves it by
-freeing what it holds, counting its outcome, writing its audit event and leaving its State.
-The listener's own bounds (docs/hostile-networks.md) are in `bounds.py`.
+freeing what it holds, counting its outcome (metrics.py), writing its audit event and
+leaving its State. The listener's own bounds (docs/hostile-networks.md) are in
+`bounds.py`. `grpc.health.v1.Health` is answered by tfgate itself (health.py), before
+admission: no credentials, no rule.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from proxy import admission, forward
+from proxy import admission, forward, health, metrics, shadow
 from proxy.admission import Request
 from proxy.bounds import Bounds, grpc_options
 from proxy.call import Call
@@ -33,6 +36,7 @@ from proxy.families import Kind, Method
 from proxy.limits import Lease
 from proxy.loop import LoopThread
 from proxy.ports import ListenError
+from proxy.readiness import Readiness
 from proxy.runtime import Runtime
 from proxy.state import State
 
@@ -56,15 +60,19 @@ def request_of(context: grpc.aio.ServicerContext, path: str) -> Request:
 
 
 class Gateway(grpc.GenericRpcHandler):
-    def __init__(self, runtime: Runtime, bounds: Bounds) -> None:
+    def __init__(self, runtime: Runtime, bounds: Bounds,
+                 health_service: health.HealthService | None = None) -> None:
         self.runtime = runtime
         self.bounds = bounds
+        self.health = health_service
         # Only paths some config knows are cached: unknown paths must not grow memory.
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         path: str = details.method
         handler = self._handlers.get(path)
+        if handler is None and self.health is not None and path in health.PATHS:
+            return self.health.handlers[path]
         if handler is None:
             method = self.runtime.state.methods.methods.get(path)
             if method is None:
@@ -151,6 +159,7 @@ class _Boundary:
         self.context = context
         self.state: State = self.runtime.enter()  # read once: a reload never changes it
         self.call = Call(path, context.peer())
+        metrics.call_started()  # ended by `_observe`
         self.lease = Lease()
         self.request: Request | None = None
         self._peer: str | None = None
@@ -172,12 +181,14 @@ class _Boundary:
             raise malformed("the call ended before its request message")
         facts = admission.inspect(self.state, self.call, method, message)
         admitted = admission.admit(self.state, self.call, method, facts, self._req())
+        self.call.forwarded_at = time.monotonic()
         return method, admitted, self.state.upstreams[admitted.upstream], message
 
     def admit_stream(self) -> tuple[Method, admission.Admitted, forward.Upstream]:
         method = self.start()
         admitted = admission.admit(self.state, self.call, method, admission.NO_FACTS,
                                    self._req())
+        self.call.forwarded_at = time.monotonic()
         return method, admitted, self.state.upstreams[admitted.upstream]
 
     def _req(self) -> Request:
@@ -246,12 +257,14 @@ class _Boundary:
             refusal = Reject(Reason.INTERNAL_ERROR, "internal error",
                              detail=f"{type(exc).__name__}: {exc}")
         call.code, call.reason, call.detail = refusal.code, refusal.reason, refusal.detail
+        call.limit = getattr(refusal, "limit", None)  # limits.LimitExceeded names it
         return refusal
 
     def _finish(self) -> None:
         """Free everything the call holds; each step runs even if another fails."""
+        self.call.ended = time.monotonic()
         for step in (self.lease.release, self._release_held, self._leave_peer,
-                     self._count, self._audit):
+                     self._count, self._observe, self._audit):
             try:
                 step()
             except Exception:
@@ -266,6 +279,10 @@ class _Boundary:
     def _count(self) -> None:
         self.state.shared.outcomes.add(self.call.reason.value)
 
+    def _observe(self) -> None:
+        metrics.observe(self.call, self.state.labels)
+        shadow.log_difference(self.call)
+
     def _audit(self) -> None:
         if self.state.audit is not None:
             self.state.audit.emit(self.call)
@@ -274,11 +291,15 @@ class _Boundary:
 class AsyncServer:
     """The aio listener of one process."""
 
-    def __init__(self, cfg: Config, runtime: Runtime, *, reuse_port: bool = False) -> None:
+    def __init__(self, cfg: Config, runtime: Runtime, *, reuse_port: bool = False,
+                 readiness: Readiness | None = None) -> None:
         self.config = cfg
         self.runtime = runtime
         self.bounds = Bounds(cfg.listen)
-        self.gateway = Gateway(runtime, self.bounds)
+        self.readiness = readiness or Readiness(runtime, timeout_s=cfg.admin.readiness_timeout_s,
+                                                cache_s=cfg.admin.readiness_cache_s)
+        self.gateway = Gateway(runtime, self.bounds,
+                               health.HealthService(self.readiness, self.bounds))
         self._reuse_port = reuse_port
         self._server: grpc.aio.Server | None = None
         self.address = cfg.listen.address

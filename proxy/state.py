@@ -9,7 +9,7 @@ What must outlive a config (limit state, counters) comes in as `Shared`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from proxy import config
@@ -17,23 +17,28 @@ from proxy.audit import AuditLog, open_sink
 from proxy.authn import Authenticator
 from proxy.authn.jwt import TokenVerifier
 from proxy.authn.mtls import CertificateIdentities
+from proxy.authn.remote_jwks import KeySets, RemoteKeySet
 from proxy.counters import Counters
 from proxy.errors import ConfigError
 from proxy.forward import Upstream
 from proxy.limits import Limiter, LimitState, LimitStore
 from proxy.metadata import MetadataFilter
+from proxy.metrics import Labels
 from proxy.policy import Policy
 from proxy.routing import MethodTable, UpstreamRouter
+from proxy.shadow import Shadow
 
 
 @dataclass
 class Shared:
-    """What every State of one process shares: limit state and outcome counters. The
-    limit state is this process's own (`LimitState`), or under `serve --workers N` one
-    table all workers share (`shared_limits.SharedLimitState`, built by `cli.py`)."""
+    """What every State of one process shares: limit state, outcome counters and the
+    issuers' fetched keys. The limit state is this process's own (`LimitState`), or under
+    `serve --workers N` one table all workers share (`shared_limits.SharedLimitState`,
+    built by `cli.py`)."""
 
     limits: LimitStore = field(default_factory=LimitState)
     outcomes: Counters = field(default_factory=Counters)  # every call, by Reason value
+    key_sets: KeySets = field(default_factory=KeySets)
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity (runtime.py)
@@ -48,12 +53,17 @@ class State:
     metadata: MetadataFilter
     audit: AuditLog | None
     limits: Limiter
+    shadow: Shadow | None = None
+    labels: Labels = field(default_factory=lambda: Labels((), ()))
+    remote_keys: tuple[RemoteKeySet, ...] = ()
 
     def close(self) -> None:
         for upstream in self.upstreams.values():
             upstream.close()
         if self.audit is not None:
             self.audit.close()
+        for keys in self.remote_keys:
+            self.shared.key_sets.release(keys)
 
 
 def build_state(cfg: config.Config, shared: Shared | None = None, *, connect: bool = True,
@@ -63,15 +73,22 @@ def build_state(cfg: config.Config, shared: Shared | None = None, *, connect: bo
     `methods` replaces the table built from the upstreams' families (tests add methods
     this way); `clock` drives the rate-limit token buckets (tests pass a fake one)."""
     shared = shared or Shared()
-    tokens = TokenVerifier(cfg.authn.jwt) if cfg.authn.jwt else None
     methods = methods or MethodTable.for_config(cfg)
     policy = Policy(cfg.policy, methods)
-    upstreams = _upstreams(cfg) if connect else {}
+    shadow = Shadow(cfg.shadow_policy, methods) if cfg.shadow_policy is not None else None
+    remote = _remote_keys(cfg, shared) if connect else {}
+    try:
+        tokens = TokenVerifier(cfg.authn.jwt, remote=remote) if cfg.authn.jwt else None
+        upstreams = _upstreams(cfg) if connect else {}
+    except ConfigError:
+        _release(shared, remote.values())
+        raise
     try:
         audit = _audit(cfg) if connect else None
     except ConfigError:
         for made in upstreams.values():
             made.close()
+        _release(shared, remote.values())
         raise
     return State(
         config=cfg,
@@ -85,7 +102,35 @@ def build_state(cfg: config.Config, shared: Shared | None = None, *, connect: bo
         metadata=MetadataFilter(cfg.identity),
         audit=audit,
         limits=Limiter(cfg.limits, shared.limits, clock),
+        shadow=shadow,
+        labels=Labels(methods.methods, _model_names(cfg)),
+        remote_keys=tuple(remote.values()),
     )
+
+
+def _remote_keys(cfg: config.Config, shared: Shared) -> dict[str, RemoteKeySet]:
+    """The fetched key sets of issuers whose keys come from a URL (shared across reloads)."""
+    issuers = cfg.authn.jwt.issuers if cfg.authn.jwt else []
+    acquired: dict[str, RemoteKeySet] = {}
+    try:
+        for issuer in issuers:
+            if issuer.remote():
+                acquired[issuer.issuer] = shared.key_sets.acquire(issuer)
+    except ConfigError:
+        _release(shared, acquired.values())
+        raise
+    return acquired
+
+
+def _release(shared: Shared, keys: Iterable[RemoteKeySet]) -> None:
+    for keyset in keys:
+        shared.key_sets.release(keyset)
+
+
+def _model_names(cfg: config.Config) -> list[str]:
+    """Every model pattern the config writes (metrics keep the literal ones as labels)."""
+    rules = [*cfg.policy.rules, *(cfg.shadow_policy.rules if cfg.shadow_policy else [])]
+    return [m for r in rules for m in r.models] + [m for r in cfg.routes for m in r.models]
 
 
 def _upstreams(cfg: config.Config) -> dict[str, Upstream]:

@@ -17,6 +17,11 @@ cgroup CPU quota if one is set. Workers are pinned only when the cores are reall
 theirs: not when N exceeds them, and not under a quota smaller than the core set
 (there, other tenants' processes share those cores, and pinning would crowd them).
 
+Metrics: the workers of an instance keep their Prometheus values in files of one
+directory of the instance (`shared_metrics`: prometheus-client's multiprocess mode), so
+a scrape of any worker's admin listener reports the whole instance; the directory goes
+with the instance, and a dead worker's live gauges are dropped when it is reaped.
+
 Lifecycle: SIGTERM/SIGINT are forwarded to every worker, which drains for
 `server.grace_s`; the supervisor exits once all have, 0 if all exited cleanly.
 A worker that dies on its own is logged and restarted on its core. One that dies
@@ -98,6 +103,7 @@ def pin_to(cpu: int | None) -> bool:
 
 
 SUPERVISOR_ENV = "TFGATE_SUPERVISOR_PID"
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client when it is imported
 _SHM = pathlib.Path("/dev/shm")
 _INSTANCE = "tfgate-instance-"   # + the supervisor's pid + "-" + random
 
@@ -120,6 +126,32 @@ def instance_dir(parent: pathlib.Path | None = None) -> Iterator[pathlib.Path]:
     _remove_orphans(parent)
     with tempfile.TemporaryDirectory(prefix=f"{_INSTANCE}{os.getpid()}-", dir=parent) as tmp:
         yield pathlib.Path(tmp)
+
+
+@contextlib.contextmanager
+def shared_metrics(instance: pathlib.Path) -> Iterator[pathlib.Path]:
+    """A metrics directory in the instance directory, named in the environment the
+    workers inherit (set before any of them imports prometheus-client)."""
+    directory = instance / "metrics"
+    directory.mkdir(mode=0o700)
+    before = os.environ.get(METRICS_ENV)
+    os.environ[METRICS_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        if before is None:
+            os.environ.pop(METRICS_ENV, None)
+        else:
+            os.environ[METRICS_ENV] = before
+
+
+def _metrics_gone(pid: int) -> None:
+    """Drop a dead worker's live gauges (calls in flight); its counters stay."""
+    directory = os.environ.get(METRICS_ENV)
+    if directory:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, directory)
 
 
 def _remove_orphans(parent: pathlib.Path) -> None:
@@ -231,6 +263,7 @@ def _reap(workers: list[_Worker]) -> int | None:
             continue
         uptime = time.monotonic() - w.started
         served = w.ready.exists()
+        _metrics_gone(w.proc.pid)
         w.failed_starts = 0 if served else w.failed_starts + 1
         log.error("worker %d (pid %d, CPU %s) exited with status %s after %.1f s%s",
                   w.index, w.proc.pid, w.cpu, status, uptime,

@@ -138,11 +138,14 @@ class TestAllowed:
         models = stub(pki.dns_client, model_service_pb2_grpc.ModelServiceStub)
         assert models.GetModelStatus(status, timeout=10).model_version_status
 
-    def test_health_watch_streams_through(self, pki, stub, backend):
-        """Server-streaming calls are forwarded message by message."""
+    def test_health_watch_is_answered_by_tfgate(self, pki, stub, backend):
+        """Health is tfgate's own (proxy/health.py), not forwarded: Watch first answers
+        SERVING (the backend is reachable) and stays open, where the backend would have
+        sent three answers and ended (its x-test-watch-count hook is never reached)."""
         watch = stub(pki.ops, service=lambda ch: ch).unary_stream("/grpc.health.v1.Health/Watch")
-        messages = list(watch(b"", timeout=10, metadata=[("x-test-watch-count", "3")]))
-        assert messages == [b"\x08\x01"] * 3
+        stream = watch(b"", timeout=10, metadata=[("x-test-watch-count", "3")])
+        assert next(stream) == b"\x08\x01"
+        stream.cancel()
 
 
 class TestAuthentication:

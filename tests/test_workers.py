@@ -416,3 +416,43 @@ def test_a_worker_that_cannot_bind_says_so_in_one_line(tmp_path: pathlib.Path) -
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"tfgate: cannot listen on {address}: failed to bind")
+
+
+# -- metrics: every worker's calls, whichever worker the scrape reaches -----------------
+
+def test_metrics_sum_over_workers_and_leave_with_the_instance(tmp_path: pathlib.Path,
+                                                               signing: Any) -> None:
+    import httpx
+
+    from tests.obs_helpers import samples, value
+
+    port, admin_port = _free_port(), _free_port()
+    path = _config(tmp_path, f"127.0.0.1:{port}", key=signing)
+    data = yaml.safe_load(path.read_text())
+    data["admin"] = {"enabled": True, "address": f"127.0.0.1:{admin_port}"}
+    path.write_text(yaml.safe_dump(data))
+    proc = _serve(path, tmp_path, "--workers", "2")
+    channels = [_channel(f"127.0.0.1:{port}") for _ in range(12)]
+    clients = [httpx.Client(timeout=10) for _ in range(12)]
+    try:
+        for channel in channels:  # refused (no token), counted by the worker it reached
+            with pytest.raises(grpc.RpcError):
+                channel.unary_unary(PREDICT)(PREDICT_M, timeout=10)
+        assert len(set(_worker_of(proc.pid, port).values())) == 2
+        totals = set()
+        for client in clients:  # each keeps its connection: to one worker or the other
+            scraped = samples(client.get(f"http://127.0.0.1:{admin_port}/metrics").text)
+            totals.add(value(scraped, "tfgate_calls_total", method=PREDICT, model="",
+                             decision="deny", reason="no-credentials", status="UNAUTHENTICATED"))
+        assert len(set(_worker_of(proc.pid, admin_port).values())) == 2
+        assert totals == {12.0}
+        (directory,) = workers.scratch_parent().glob(f"tfgate-instance-{proc.pid}-*")
+        assert list((directory / "metrics").glob("*.db"))
+    finally:
+        for client in clients:
+            client.close()
+        for channel in channels:
+            channel.close()
+        _stop(proc)
+    assert proc.returncode == 0
+    assert not list(workers.scratch_parent().glob(f"tfgate-instance-{proc.pid}-*"))

@@ -1,6 +1,7 @@
-"""Load the public keys of each trusted issuer, once, at config time.
+"""Load and check the public keys of each trusted issuer.
 
-Keys come from a JWKS file or from PEM files (public keys or certificates). Private key
+Keys come from a JWKS file or from PEM files (public keys or certificates), read at
+config time, or from a JWKS fetched from a URL (remote_jwks.py), checked the same way. Private key
 material in a JWKS file is refused: it means a secret was put where it does not belong.
 Each key remembers which algorithms it can verify, so a token can never pick an
 algorithm family that does not match the key (the classic RS256/HS256 confusion).
@@ -72,9 +73,14 @@ def load_jwks(path: pathlib.Path, where: str) -> list[VerificationKey]:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(where, f"cannot read JWKS {path}: {exc}") from None
+    return parse_jwks(data, where, str(path))
+
+
+def parse_jwks(data: Any, where: str, source: str) -> list[VerificationKey]:
+    """The keys of a parsed JWKS document (from a file or a URL); any bad key refuses all."""
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list) or not data["keys"]:
-        raise ConfigError(where, f"{path}: expected a JSON object with a non-empty 'keys' list")
-    return [_from_jwk(entry, f"{where} ({path} keys[{i}])")
+        raise ConfigError(where, f"{source}: expected a JSON object with a non-empty 'keys' list")
+    return [_from_jwk(entry, f"{where} ({source} keys[{i}])")
             for i, entry in enumerate(data["keys"])]
 
 

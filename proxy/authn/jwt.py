@@ -6,6 +6,10 @@ that issuer's allowlist → key by `kid` (keys from headers such as `jwk`, `jku`
 `x5c` are never used) → signature, `iss`, `aud`, required claims (PyJWT) →
 `exp`/`nbf`/`iat` against the injected clock with the configured leeway.
 
+An issuer's keys come from files, read once, or from its URL (remote_jwks.py), swapped
+whole by background fetches. A kid the set lacks is refused at once (token-unknown-key)
+and asks for a refetch; verification never waits on the network.
+
 An ES256 verification costs ~100 µs, a cache hit ~0.1 µs, so verified tokens are kept
 (keyed by the whole token string) until `exp`. Time claims are re-checked on every hit.
 
@@ -24,9 +28,9 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import jwt as pyjwt
 
@@ -68,12 +72,31 @@ def is_compact_jws(token: str) -> bool:
     return _COMPACT_JWS.fullmatch(token) is not None
 
 
+class KeySource(Protocol):
+    """An issuer's keys: fixed (files) or swapped by fetches (remote_jwks.RemoteKeySet)."""
+
+    @property
+    def keys(self) -> tuple[VerificationKey, ...]: ...
+
+    def missing(self) -> None: ...
+
+
+class StaticKeys:
+    """Keys read once from files; `missing` has nothing to fetch."""
+
+    def __init__(self, keys: Sequence[VerificationKey]) -> None:
+        self.keys = tuple(keys)
+
+    def missing(self) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class _Issuer:
     name: str
     audiences: tuple[str, ...]
     algorithms: frozenset[str]
-    keys: tuple[VerificationKey, ...]
+    source: KeySource
     required: tuple[str, ...]
 
 
@@ -82,6 +105,8 @@ class _Verified:
     principal: Principal
     exp: float
     nbf: float | None
+    source: KeySource                   # a hit counts only while the source still has
+    keys: tuple[VerificationKey, ...]   # the very key set it was verified with
 
 
 def _number(claims: dict, name: str) -> float | None:
@@ -94,21 +119,31 @@ def _number(claims: dict, name: str) -> float | None:
     return float(value)
 
 
-class TokenVerifier:
-    """Verifies tokens for the configured issuers. Built once per config."""
+def _static_keys(issuer: config.Issuer, where: str) -> StaticKeys:
+    if issuer.jwks_file is not None:
+        return StaticKeys(load_jwks(issuer.jwks_file, f"{where}.jwks_file"))
+    return StaticKeys([load_pem_key(p, f"{where}.public_keys[{j}]")
+                       for j, p in enumerate(issuer.public_keys)])
 
-    def __init__(self, cfg: config.JWT, clock: Callable[[], float] = time.time) -> None:
+
+class TokenVerifier:
+    """Verifies tokens for the configured issuers. Built once per config. `remote` gives
+    the key source of each issuer whose keys come from a URL (state.py acquires them);
+    such an issuer without one has no keys (explain builds it so)."""
+
+    def __init__(self, cfg: config.JWT, clock: Callable[[], float] = time.time,
+                 remote: Mapping[str, KeySource] | None = None) -> None:
         self._issuers = {}
         for i, issuer in enumerate(cfg.issuers):
             where = f"authn.jwt.issuers[{i}]"
-            if issuer.jwks_file is not None:
-                keys = load_jwks(issuer.jwks_file, f"{where}.jwks_file")
+            source: KeySource
+            if issuer.remote():
+                source = (remote or {}).get(issuer.issuer) or StaticKeys(())
             else:
-                keys = [load_pem_key(p, f"{where}.public_keys[{j}]")
-                        for j, p in enumerate(issuer.public_keys)]
+                source = _static_keys(issuer, where)
             self._issuers[issuer.issuer] = _Issuer(
                 issuer.issuer, tuple(issuer.audiences), frozenset(issuer.algorithms),
-                tuple(keys), tuple(dict.fromkeys(["iss", "aud", "exp", *issuer.required_claims])))
+                source, tuple(dict.fromkeys(["iss", "aud", "exp", *issuer.required_claims])))
         self._leeway = cfg.leeway_s
         self._scope_claim = cfg.scope_claim
         self._max_bytes = cfg.max_token_bytes
@@ -120,7 +155,7 @@ class TokenVerifier:
     def verify(self, token: str) -> Principal:
         now = self._clock()
         hit = self._cache.get(token)
-        if hit is not None:
+        if hit is not None and hit.keys is hit.source.keys:
             self._check_time(hit.exp, hit.nbf, None, now)
             return hit.principal
         verified = self._verify_uncached(token, now)
@@ -159,25 +194,32 @@ class TokenVerifier:
         if not isinstance(alg, str) or alg not in issuer.algorithms:
             raise unauthenticated(Reason.TOKEN_ALGORITHM_NOT_ALLOWED,
                                   "token algorithm is not allowed for its issuer")
-        claims = self._check_signature(token, issuer, alg, header.get("kid"))
+        keys = issuer.source.keys  # read once: a fetch may swap it meanwhile
+        claims = self._check_signature(token, issuer, keys, alg, header.get("kid"))
         exp = _number(claims, "exp")
         nbf = _number(claims, "nbf")
         self._check_time(exp, nbf, _number(claims, "iat"), now)
-        return _Verified(self._principal(claims), exp, nbf)  # type: ignore[arg-type]
+        return _Verified(self._principal(claims), exp, nbf,  # type: ignore[arg-type]
+                         issuer.source, keys)
 
-    def _candidate_keys(self, issuer: _Issuer, alg: str, kid: object) -> list[VerificationKey]:
-        usable = [k for k in issuer.keys if alg in k.algorithms]
+    @staticmethod
+    def _candidate_keys(issuer: _Issuer, keys: tuple[VerificationKey, ...], alg: str,
+                        kid: object) -> list[VerificationKey]:
+        usable = [k for k in keys if alg in k.algorithms]
         if kid is not None:
             named = [k for k in usable if k.kid == kid]
+            if not named:
+                issuer.source.missing()  # a remote set fetches (at most once per cooldown)
             usable = named or [k for k in usable if k.kid is None]
         if not usable:
             raise unauthenticated(Reason.TOKEN_UNKNOWN_KEY, "no trusted key matches the token")
         return usable
 
-    def _check_signature(self, token: str, issuer: _Issuer, alg: str, kid: object) -> dict:
+    def _check_signature(self, token: str, issuer: _Issuer, keys: tuple[VerificationKey, ...],
+                         alg: str, kid: object) -> dict:
         options: Any = {"verify_exp": False, "verify_nbf": False, "verify_iat": False,
                         "require": list(issuer.required)}
-        for key in self._candidate_keys(issuer, alg, kid):
+        for key in self._candidate_keys(issuer, keys, alg, kid):
             try:
                 return pyjwt.decode(token, cast(Any, key.key), algorithms=[alg], audience=list(
                     issuer.audiences), issuer=issuer.name, options=options)

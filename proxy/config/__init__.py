@@ -1,7 +1,7 @@
 """The configuration: one YAML document, declared once as a frozen pydantic tree.
 
 One module per stage declares its section (`listen`, `authn`, `policy`, `limits`,
-`upstreams`, `process`); this module holds the root `Config`, the checks that span
+`upstreams`, `process`, `admin`); this module holds the root `Config`, the checks that span
 sections, and loading. Every key is declared with its type, default and meaning in
 exactly one place; docs/config.md and the Helm values schema are generated from it.
 Relative file paths are taken relative to the config file. `load_config` raises
@@ -20,7 +20,8 @@ import pydantic
 import yaml
 from pydantic import Field
 
-from proxy.config.authn import ASYMMETRIC_ALGORITHMS, JWT, Authn, Issuer
+from proxy.config.admin import Admin
+from proxy.config.authn import ASYMMETRIC_ALGORITHMS, JWT, Authn, Issuer, JWKSFetch
 from proxy.config.base import (
     Address,
     FilePath,
@@ -42,6 +43,7 @@ __all__ = [
     "ASYMMETRIC_ALGORITHMS",
     "JWT",
     "Address",
+    "Admin",
     "Audit",
     "Authn",
     "Config",
@@ -50,6 +52,7 @@ __all__ = [
     "FilePath",
     "Identity",
     "Issuer",
+    "JWKSFetch",
     "KeyProblem",
     "Limits",
     "Listen",
@@ -82,10 +85,15 @@ class Config(Section):
     authn: Authn = Field(default_factory=Authn, description="Authentication.")
     identity: Identity = Field(default_factory=Identity, description="Identity forwarding.")
     policy: Policy = Field(default_factory=Policy, description="Authorization rules.")
+    shadow_policy: Policy | None = Field(
+        None, description="A second rule set, decided beside `policy` on every call and never "
+        "enforced: calls it would decide differently are logged, counted and marked in the "
+        "audit event (docs/operations.md, Shadow policy).")
     audit: Audit = Field(default_factory=Audit, description="Audit log.")
     server: Server = Field(default_factory=Server, description="Process model.")
     limits: Limits = Field(default_factory=Limits, description="Input sizes, rates, "
                            "concurrency and deadlines (docs/limits.md).")
+    admin: Admin = Field(default_factory=Admin, description="Health and metrics listener.")
 
     @pydantic.model_validator(mode="after")
     def _references(self) -> Config:
@@ -97,17 +105,23 @@ class Config(Section):
             if route.upstream not in names:
                 raise KeyProblem(("routes", i, "upstream"),
                                  f"{route.upstream!r} is not in upstreams")
+        # The shadow rules meet the same checks, so a shadow can be promoted as it is.
+        self._check_rules("policy", self.policy)
+        if self.shadow_policy is not None:
+            self._check_rules("shadow_policy", self.shadow_policy)
+        return self
+
+    def _check_rules(self, section: str, policy: Policy) -> None:
         certless = not self.listen.requires_certificates()
-        for i, rule in enumerate(self.policy.rules):
+        for i, rule in enumerate(policy.rules):
             if rule.needs_token():
                 if self.authn.jwt is None:
-                    raise KeyProblem(("policy", "rules", i),
+                    raise KeyProblem((section, "rules", i),
                                      "needs tokens but authn.jwt is not set")
             elif certless:
-                raise KeyProblem(("policy", "rules", i, "require"),
+                raise KeyProblem((section, "rules", i, "require"),
                                  "must include token: the listener does not require client "
                                  "certificates")
-        return self
 
     def token_required(self) -> bool:
         """Whether every call must present a token: said as `authn.jwt.required`, or

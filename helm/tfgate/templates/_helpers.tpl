@@ -92,6 +92,9 @@ tensorflow:
 {{- if $v.admin.enabled -}}
 {{- $admin := get $c "admin" | default dict -}}
 {{- $_ := set $admin "address" (printf "0.0.0.0:%d" (int $v.admin.port)) -}}
+{{- /* The kubelet probes it on the pod IP; the NetworkPolicy admits only metricsFrom. */ -}}
+{{- $_ := set $admin "enabled" true -}}
+{{- $_ := set $admin "allow_non_loopback" true -}}
 {{- $_ := set $c "admin" $admin -}}
 {{- end -}}
 {{- if eq $v.mode "cluster" -}}
