@@ -17,13 +17,12 @@ The listener's own bounds (docs/hostile-networks.md) are in `bounds.py`.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from proxy import admission, forward
+from proxy import admission, forward, oplog
 from proxy.admission import Request
 from proxy.bounds import Bounds, grpc_options
 from proxy.call import Call
@@ -36,7 +35,7 @@ from proxy.ports import ListenError
 from proxy.runtime import Runtime
 from proxy.state import State
 
-log = logging.getLogger("tfgate")
+log = oplog.get_logger()
 
 _NO_DEADLINE_S = 1e7  # "no deadline" can show as a remaining time of centuries
 GRPC_CODE = {grpc_code.value[0]: grpc_code for grpc_code in grpc.StatusCode}
@@ -240,7 +239,7 @@ class _Boundary:
         if isinstance(exc, Reject):
             refusal = exc
         else:
-            log.error("internal error in %s", call.method, exc_info=exc)
+            log.error("internal error", method=call.method, exc_info=exc)
             refusal = Reject(Reason.INTERNAL_ERROR, "internal error",
                              detail=f"{type(exc).__name__}: {exc}")
         call.code, call.reason, call.detail = refusal.code, refusal.reason, refusal.detail
@@ -253,7 +252,7 @@ class _Boundary:
             try:
                 step()
             except Exception:
-                log.exception("while finishing a call to %s", self.call.method)
+                log.exception("finishing a call failed", method=self.call.method)
         self.runtime.leave(self.state)
 
     def _leave_peer(self) -> None:

@@ -30,6 +30,7 @@ from proxy.config.base import (
 )
 from proxy.config.limits import Limits
 from proxy.config.listen import Listen, ListenTLS
+from proxy.config.logs import Logging
 from proxy.config.policy import Policy, Principals, Rule, Version
 from proxy.config.process import Audit, Server
 from proxy.config.upstreams import Identity, ModelRoute, Upstream, UpstreamTLS
@@ -50,6 +51,7 @@ __all__ = [
     "Limits",
     "Listen",
     "ListenTLS",
+    "Logging",
     "MiB",
     "ModelRoute",
     "Policy",
@@ -82,6 +84,8 @@ class Config(Section):
     server: Server = Field(default_factory=Server, description="Process model.")
     limits: Limits = Field(default_factory=Limits, description="Input sizes, rates, "
                            "concurrency and deadlines (docs/limits.md).")
+    logging: Logging = Field(default_factory=Logging, description="Operational log "
+                             "(docs/operations.md).")
 
     @pydantic.model_validator(mode="after")
     def _references(self) -> Config:
