@@ -9,8 +9,10 @@ generated is ever committed (``.gitignore`` ignores ``*.key``, ``*.pem`` and ``c
   (private keys with mode 0600). Several independent CAs may coexist ("rogue CA" tests).
 * :class:`SigningKey` - an ES256 / RS256 / EdDSA key that mints JWTs and exports its JWK.
 * :func:`write_jwks`, :func:`mint_claims` - JWKS files and standard claim sets.
+* :func:`mint_token` - a token signed with the key the CLI wrote (``tfgate token mint``).
 
-CLI: ``python -m tfgate_dev.devpki OUTDIR [--client NAME[=SPIFFE_ID]]... [--jwt-issuer URL]``.
+CLI: ``python -m tfgate_dev.devpki [OUTDIR] [--client NAME[=SPIFFE_ID]]... [--server-dns NAME]...
+[--server-ip IP]... [--jwt-issuer URL]``; OUTDIR defaults to ``certs/out`` of this checkout.
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["DevPKI", "Issued", "SigningKey", "main", "mint_claims", "write_jwks"]
+__all__ = ["DEFAULT_OUT", "DevPKI", "DevToolError", "Issued", "SigningKey", "main",
+           "mint_claims", "mint_token", "write_jwks"]
+
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "certs" / "out"
+ISSUER_FILE = "jwt-issuer"  # the issuer URL the CLI made signing.key for (not secret)
 
 _CA_LIFETIME = timedelta(days=30)
 _BACKDATE = timedelta(hours=1)
@@ -301,6 +307,63 @@ def mint_claims(
     return {**claims, "exp": issued_at + ttl, **extra}
 
 
+class DevToolError(Exception):
+    """A dev tool cannot do what was asked; the message says what to do instead."""
+
+
+def _load_signing_key(path: Path, jwks: Path) -> SigningKey:
+    """The private key at ``path``, with the kid and alg of its entry in ``jwks``."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        keys = json.loads(jwks.read_text())["keys"]
+    except FileNotFoundError as exc:
+        raise DevToolError(f"{exc.filename} not found; make it with "
+                           "`certs/make-dev-pki --jwt-issuer URL` (or give --dir/--key/--jwks)") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DevToolError(f"cannot read the signing key or JWKS: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        raise DevToolError(f"{path}: not an EC P-256, RSA or Ed25519 private key")
+    for entry in keys:
+        candidate = SigningKey(entry.get("kid", ""), entry.get("alg", ""), key)
+        if entry.get("alg") in _GENERATORS and _same_public_key(candidate, entry):
+            return candidate
+    raise DevToolError(f"no key in {jwks} is the public half of {path}")
+
+
+def _same_public_key(key: SigningKey, entry: dict[str, Any]) -> bool:
+    try:
+        listed = jwt.PyJWK(entry).key
+    except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, KeyError, TypeError):
+        return False
+    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    try:
+        return listed.public_bytes(der, spki) == key.key.public_key().public_bytes(der, spki)
+    except AttributeError:
+        return False
+
+
+def mint_token(*, subject: str, directory: Path | None = None, key: Path | None = None,
+               jwks: Path | None = None, issuer: str | None = None,
+               audiences: Sequence[str] = ("tfgate",), scopes: Sequence[str] = (),
+               ttl: int = 600, now: float | None = None) -> str:
+    """A JWT signed with the CLI's dev signing key. Defaults come from ``directory``
+    (``certs/out``): ``signing.key``, ``jwks.json`` and the recorded issuer."""
+    directory = Path(directory or DEFAULT_OUT)
+    if issuer is None:
+        try:
+            issuer = (directory / ISSUER_FILE).read_text().strip()
+        except OSError:
+            raise DevToolError(f"no issuer recorded in {directory / ISSUER_FILE}; "
+                               "give --iss URL") from None
+    if ttl <= 0:
+        raise DevToolError("--ttl must be a positive number of seconds")
+    signer = _load_signing_key(key or directory / "signing.key", jwks or directory / "jwks.json")
+    audience: str | list[str] = audiences[0] if len(audiences) == 1 else list(audiences)
+    extra = {"scope": " ".join(scopes)} if scopes else {}
+    return signer.token(mint_claims(issuer=issuer, audience=audience, subject=subject,
+                                    now=now, ttl=ttl, **extra))
+
+
 def _client_spec(value: str) -> tuple[str, str | None]:
     name, sep, spiffe = value.partition("=")
     if not name:
@@ -308,11 +371,30 @@ def _client_spec(value: str) -> tuple[str, str | None]:
     return name, (spiffe if sep else None)
 
 
+def _ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {value!r}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tfgate_dev.devpki", description="Make a throwaway dev PKI."
     )
-    parser.add_argument("outdir", type=Path, help="directory to write into (created if missing)")
+    parser.add_argument(
+        "outdir", type=Path, nargs="?", default=DEFAULT_OUT,
+        help=f"directory to write into, created if missing (default: {DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--server-dns", action="append", default=[], metavar="NAME",
+        help="a further DNS name for the server certificate, besides localhost (repeatable)",
+    )
+    parser.add_argument(
+        "--server-ip", action="append", default=[], metavar="IP", type=_ip,
+        help="a further IP address for the server certificate, besides 127.0.0.1 and ::1 "
+        "(repeatable)",
+    )
     parser.add_argument(
         "--client",
         action="append",
@@ -327,7 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     pki = DevPKI.create(args.outdir)
-    server = pki.server()
+    server = pki.server(
+        dns=("localhost", *args.server_dns), ips=("127.0.0.1", "::1", *args.server_ip)
+    )
     rows: list[tuple[str, Path | None]] = [
         ("CA certificate", pki.ca.cert_path),
         ("CA key", pki.ca.key_path),
@@ -345,6 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(
             (f"JWKS for issuer {args.jwt_issuer}", write_jwks(args.outdir / "jwks.json", [key]))
         )
+        issuer = _write(args.outdir / ISSUER_FILE, args.jwt_issuer.encode() + b"\n")
+        rows.append(("issuer (for `tfgate token mint`)", issuer))
     width = max(len(label) for label, _ in rows)
     for label, path in rows:
         print(f"{label:<{width}}  {path}")
