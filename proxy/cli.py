@@ -128,7 +128,8 @@ def _serve(cfg: Config, args: argparse.Namespace, *, cpu: int | None, shared_por
     from proxy.service import Service
 
     workers.pin_to(cpu)
-    server = Service(cfg, runtime, config_path=args.config.resolve(),
+    # absolute(), not resolve(): a Kubernetes mount's symlink target changes on update
+    server = Service(cfg, runtime, config_path=args.config.absolute(),
                      reuse_port=shared_port).start()  # ListenError, ConfigError
     server.reload_listeners.append(_apply_logging)
     gc.collect()
