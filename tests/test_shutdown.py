@@ -100,3 +100,28 @@ def test_sigterm_while_a_reload_is_in_progress(site, backend) -> None:
         assert _results(held)[0].startswith(b"echo:")
         assert server.wait() == 0
     assert server.named("reload") == [] and len(server.named("stop")) == 1
+
+
+def test_workers_drain_together_and_a_second_signal_ends_them(tmp_path, backend) -> None:
+    """`--workers 2`: SIGTERM to the supervisor makes every worker drain (a line from
+    each and from the supervisor); the idle worker stops; a second SIGTERM is forwarded
+    and ends the other at once, though it holds a call and grace_s is 30."""
+    from tests.test_workers import _free_port
+
+    site = Site(tmp_path, backend.address)
+    site.write_config(site.config(address=f"127.0.0.1:{_free_port()}"))
+    with serving(site.config_path, "--workers", "2") as server:
+        held = _hold_calls(server.address, site, backend, 1)
+        server.signal(signal.SIGTERM)
+        drains = server.wait_for("drain", 3)
+        assert sorted(d.get("worker", -1) for d in drains) == [-1, 0, 1]
+        (holder,) = [d["worker"] for d in drains if d.get("in_flight")]
+        server.wait_for("stop", worker=1 - holder)  # the idle worker has drained: exit 0
+        server.signal(signal.SIGTERM)
+        assert server.wait(20) == 1
+        with pytest.raises(grpc.RpcError):
+            _results(held)
+    assert [s["worker"] for s in server.named("stop", forced=True)] == [holder]
+    assert server.named("stop", worker=1 - holder)[0]["exit_code"] == 0
+    assert [s.get("worker") for s in server.named("stop", exit_code=1)] == [holder, None]
+    assert "Traceback" not in server.stderr()
