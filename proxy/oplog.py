@@ -33,11 +33,33 @@ def get_logger() -> Any:
     return structlog.get_logger(_NAME)
 
 
+class _Sink:
+    """Where lines go: `stream`, or whatever `sys.stderr` is when a line is written. A
+    write that fails (a closed stream, a full disk) is dropped: logging never fails the
+    code that logs (a call in the data path, a reload)."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> None:
+        try:
+            (self._stream or sys.stderr).write(text)
+        except (OSError, ValueError):
+            pass
+
+    def flush(self) -> None:
+        try:
+            (self._stream or sys.stderr).flush()
+        except (OSError, ValueError):
+            pass
+
+
 def configure(fmt: str = "console", level: str = "info", *, stream: TextIO | None = None,
               **static: Any) -> None:
-    """Set format (`console`/`json`), level and stream for this process; `static`
-    fields (e.g. `worker=1`) go on every line. Safe to call again (a reload does)."""
-    stream = stream or sys.stderr
+    """Set format (`console`/`json`), level and stream (default: stderr) for this
+    process; `static` fields (e.g. `worker=1`) go on every line. Safe to call again (a
+    reload does)."""
+    sink = _Sink(stream)
     if static:
         _static.clear()
         _static.update(static)
@@ -49,15 +71,14 @@ def configure(fmt: str = "console", level: str = "info", *, stream: TextIO | Non
     structlog.configure(
         processors=[*pre, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=structlog.WriteLoggerFactory(file=sink),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,  # a reload may change format or level
     )
-    _route_stdlib(pre, renderer, LEVELS[level], stream)
+    _route_stdlib(pre, renderer, LEVELS[level], sink)
 
 
-def _route_stdlib(pre: list[Processor], renderer: Processor, level: int,
-                  stream: TextIO) -> None:
-    handler = logging.StreamHandler(stream)
+def _route_stdlib(pre: list[Processor], renderer: Processor, level: int, sink: _Sink) -> None:
+    handler = logging.StreamHandler(sink)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *pre],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
