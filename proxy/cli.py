@@ -132,13 +132,13 @@ def _serve(cfg: Config, args: argparse.Namespace, *, cpu: int | None, shared_por
     server = Service(cfg, runtime, config_path=args.config.absolute(),
                      reuse_port=shared_port).start()  # ListenError, ConfigError
     server.reload_listeners.append(_apply_logging)
+    stopper = _on_signals(server)  # before announcing: a SIGHUP sent once ready is not lost
     gc.collect()
     gc.freeze()  # start-up objects never change: keep them out of every later collection
     log.info("start", address=server.address, config=str(args.config), pid=os.getpid(),
              **({} if cpu is None else {"cpu": cpu}))
     if args.ready_file:
         args.ready_file.write_text(server.address + "\n")
-    stopper = _on_signals(server)
     server.wait()
     if (thread := stopper()) is not None:
         thread.join()  # the runtime is closed (audit sinks flushed) before exiting
