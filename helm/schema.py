@@ -1,6 +1,6 @@
 """Write helm/tfgate/values.schema.json.
 
-The chart passes `tfgate.authn`, `.identity`, `.policy` and `.audit` through to tfgate's
+The chart passes `tfgate.authn`, `.identity`, `.policy`, `.audit` and `.logging` to tfgate's
 config verbatim, so their schemas are generated from tfgate's own pydantic models (the
 one place each key is declared); `helm lint`/`install` then reject bad values early.
 Run `python helm/schema.py` after changing proxy/config/; tests/test_helm.py checks
@@ -43,6 +43,7 @@ def schema() -> dict:
                 "identity": section(config.Identity, defs),
                 "policy": section(config.Policy, defs),
                 "audit": section(config.Audit, defs),
+                "logging": section(config.Logging, defs),
                 "resources": {"type": "object"},
             }, "required": ["tlsSecret", "policy"]},
             "modelServer": {"type": "object", "properties": {
