@@ -206,7 +206,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     """`tfgate token mint`: a dev token (tfgate_dev is not part of the image)."""
     try:
-        from tfgate_dev.devpki import DevToolError, mint_token
+        from tfgate_dev.tokens import DevToolError, mint_token
     except ImportError:
         return _no_dev_tooling("token mint")
     try:

@@ -30,7 +30,8 @@ from typing import Any
 
 import grpc
 
-from tfgate_dev.devpki import ISSUER_FILE, DevPKI, SigningKey, mint_token, write_jwks
+from tfgate_dev.devpki import ISSUER_FILE, DevPKI, SigningKey, write_jwks
+from tfgate_dev.tokens import mint_token
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ISSUER, AUDIENCE = "https://issuer.demo.tfgate", "tfgate-demo"
