@@ -186,12 +186,13 @@ class Service:
         if self.config_path is None or self._stopping:
             return None
         baseline = watch.fingerprint([self.config_path])  # before anything is read
+        cfg: Config | None = None
         try:
             cfg = load_config(self.config_path)
             baseline.update(watch.fingerprint(cfg.files()))
             candidate = self._candidate(cfg)
         except ConfigError as exc:
-            if len(baseline) == 1:  # unparsable: keep watching the running config's files
+            if cfg is None:  # unparsable: keep watching the running config's files
                 baseline.update(watch.fingerprint(self.runtime.state.config.files()))
             self._watch(baseline)
             return ReloadOutcome(False, trigger, key=exc.path or None, error=exc.problem)
