@@ -63,13 +63,18 @@ class Bounds:
     event loop is the only caller."""
 
     def __init__(self, listen: config.Listen) -> None:
+        self.configure(listen)
+        self.calls = 0
+        self.per_peer: dict[str, int] = {}
+        self.buffered = 0
+
+    def configure(self, listen: config.Listen) -> None:
+        """Take these bounds from `listen` (at start, and on a reload: unlike the gRPC
+        options above, they are tfgate's own counts and can change while serving)."""
         self.receive_timeout_s = listen.receive_timeout_s
         self._max_calls = listen.max_calls
         self._max_per_peer = listen.max_calls_per_peer
         self._max_buffered = listen.max_buffered_bytes
-        self.calls = 0
-        self.per_peer: dict[str, int] = {}
-        self.buffered = 0
 
     def enter(self, peer: str) -> str:
         """Count a starting call against the process and its peer; its peer key."""

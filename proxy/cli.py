@@ -1,24 +1,32 @@
-"""The `tfgate` command line. The only module that configures logging or exits."""
+"""The `tfgate` command line. The only module that configures logging or exits.
+
+The arguments and their help are in `cli_parser.py`. `serve` logs one line when it
+starts, each reload one, the drain on SIGTERM one and the stop one (`oplog.py`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import gc
-import logging
+import os
 import pathlib
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from proxy import ports
+from proxy import cli_parser, oplog, ports
 from proxy.config import Config, load_config, parse_address
 from proxy.errors import ConfigError, ConfigErrors
 
 if TYPE_CHECKING:
     from proxy.config.lint import LintWarning
     from proxy.runtime import Runtime
+    from proxy.service import ReloadOutcome, Service
     from proxy.workers import Plan
+
+log = oplog.get_logger()
 
 
 def _load(path: pathlib.Path) -> Config:
@@ -28,11 +36,15 @@ def _load(path: pathlib.Path) -> Config:
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a config, including the files it names, without serving."""
     from proxy.runtime import Runtime
+    from proxy.tls import upstream_certificates
 
     cfg = _load(args.config)
     runtime = Runtime.from_config(cfg)
-    runtime.server_credentials()
-    runtime.close()
+    try:
+        runtime.server_credentials()
+        upstream_certificates(cfg)
+    finally:
+        runtime.close()
     warnings = _lint(cfg)
     if warnings and args.strict:
         raise ConfigErrors([ConfigError(w.path, f"{w.message} (--strict)") for w in warnings])
@@ -54,19 +66,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from proxy import workers
 
     cfg = _load(args.config)
+    worker = {} if args.worker_index is None else {"worker": args.worker_index}
+    oplog.configure(cfg.logging.format, cfg.logging.level, **worker)
+    if args.worker_index is None:
+        for warning in _lint(cfg):  # once per instance, not per worker
+            log.warning("config", key=warning.path, warning=warning.message)
     if args.worker_index is not None:  # one of the supervisor's workers
         workers.die_with_parent()
         return _serve(cfg, args, cpu=args.worker_cpu, shared_port=True,
                       runtime=_worker_runtime(cfg, args))
-    for warning in _lint(cfg):  # once per instance, not per worker
-        logging.getLogger("tfgate").warning("config: %s: %s", warning.path, warning.message)
     plan = workers.plan(args.workers, pin=not args.no_pin)
     kind, _, port = parse_address(cfg.listen.address)
     shareable = kind == "tcp" and bool(port)
     if plan.workers > 1 and not shareable and args.workers is None:
-        logging.getLogger("tfgate").info(
-            "listen.address %s cannot be shared by workers: serving with one process",
-            cfg.listen.address)
+        log.info("one process", reason="listen.address cannot be shared by workers",
+                 address=cfg.listen.address)
         plan = workers.plan(1, pin=not args.no_pin)
     if plan.workers > 1 and not shareable:
         raise ConfigError("listen.address", f"--workers {plan.workers} needs a fixed TCP port "
@@ -96,8 +110,7 @@ def _check_port(address: str, *, claim: bool) -> ports.PortClaim | None:
 
 
 def _supervise(cfg: Config, args: argparse.Namespace, plan: Plan) -> int:
-    """Run the workers, sharing one limit table in a file this process creates, and one
-    metrics directory."""
+    """Run the workers, sharing one limit table in a file this process creates."""
     from proxy import shared_limits, workers
 
     with workers.instance_dir() as shared, workers.shared_metrics(shared):
@@ -131,30 +144,61 @@ def _serve(cfg: Config, args: argparse.Namespace, *, cpu: int | None, shared_por
     from proxy.service import Service
 
     workers.pin_to(cpu)
-    server = Service(cfg, runtime, config_path=args.config.resolve(),
-                     reuse_port=shared_port).start()  # ListenError
+    # absolute(), not resolve(): a Kubernetes mount's symlink target changes on update
+    server = Service(cfg, runtime, config_path=args.config.absolute(),
+                     reuse_port=shared_port).start()  # ListenError, ConfigError
+    server.reload_listeners.append(_apply_logging)
+    stopper = _on_signals(server)  # before announcing: a SIGHUP sent once ready is not lost
     gc.collect()
     gc.freeze()  # start-up objects never change: keep them out of every later collection
-    where = "" if cpu is None else f" (CPU {cpu})"
-    print(f"tfgate: serving on {server.address}{where}", file=sys.stderr, flush=True)
+    log.info("start", address=server.address, config=str(args.config), pid=os.getpid(),
+             **({} if cpu is None else {"cpu": cpu}))
     if args.ready_file:
         args.ready_file.write_text(server.address + "\n")
-    stopping = threading.Event()
+    server.wait()
+    if (thread := stopper()) is not None:
+        thread.join()  # the runtime is closed (audit sinks flushed) before exiting
+    log.info("stop", exit_code=0)
+    return 0
+
+
+def _on_signals(server: Service) -> Callable[[], threading.Thread | None]:
+    """SIGTERM/SIGINT drain (a second one exits at once), SIGHUP reloads. Handlers only
+    start threads: logging from a handler could wait on a lock its own thread holds."""
+    stopping: list[threading.Thread] = []
+
+    def drain(name: str) -> None:
+        grace = server.runtime.state.config.server.grace_s  # a reload may change it
+        log.info("drain", signal=name, grace_s=grace, in_flight=server.runtime.in_flight())
+        server.stop(grace)
 
     def on_signal(signum: int, _frame: object) -> None:
-        if stopping.is_set():  # a second signal exits at once
-            raise SystemExit(1)
-        stopping.set()
-        threading.Thread(target=server.stop, args=(cfg.server.grace_s,), daemon=True).start()
+        name = signal.Signals(signum).name
+        if stopping:
+            threading.Thread(target=_exit_now, args=(name,), daemon=True).start()
+            return
+        stopping.append(threading.Thread(target=drain, args=(name,), daemon=True))
+        stopping[0].start()
 
-    def on_hangup(signum: int, _frame: object) -> None:
-        threading.Thread(target=server.reload, daemon=True).start()
+    def on_hangup(_signum: int, _frame: object) -> None:
+        if not stopping:
+            threading.Thread(target=server.reload, args=("signal",), daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
-    server.wait()
-    return 0
+    return lambda: stopping[0] if stopping else None
+
+
+def _exit_now(name: str) -> None:
+    log.warning("stop", signal=name, forced=True, exit_code=1)
+    sys.stderr.flush()
+    os._exit(1)  # calls still in flight end with the process
+
+
+def _apply_logging(outcome: ReloadOutcome) -> None:
+    if outcome.ok and outcome.config is not None:
+        oplog.configure(outcome.config.logging.format, outcome.config.logging.level)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -171,64 +215,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         from tfgate_dev.demo import run_demo
     except ImportError:
-        print("tfgate: the demo is development tooling (tfgate_dev), not installed here; "
-              "run it from a source checkout: make demo", file=sys.stderr)
-        return 2
+        return _no_dev_tooling("demo")
 
     return run_demo(keep=args.keep)
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    """`tfgate token mint`: a dev token (tfgate_dev is not part of the image)."""
+    try:
+        from tfgate_dev.tokens import DevToolError, mint_token
+    except ImportError:
+        return _no_dev_tooling("token mint")
+    try:
+        print(mint_token(directory=args.dir, key=args.key, jwks=args.jwks, issuer=args.iss,
+                         audiences=args.aud or ["tfgate"], subject=args.sub,
+                         scopes=args.scope, ttl=args.ttl))
+    except DevToolError as exc:
+        print(f"tfgate: token mint: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _no_dev_tooling(command: str) -> int:
+    print(f"tfgate: `{command}` is development tooling (the tfgate_dev package), which is "
+          "not installed here (the tfgate image ships the proxy only); run it from a source "
+          "checkout, e.g. .venv/bin/tfgate " + command, file=sys.stderr)
+    return 2
+
+
+COMMANDS = {"serve": cmd_serve, "check": cmd_check, "explain": cmd_explain,
+            "demo": cmd_demo, "token": cmd_token}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tfgate", description="Authenticating gRPC reverse proxy for TensorFlow servers.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run the proxy")
-    serve.add_argument("--config", type=pathlib.Path, required=True)
-    serve.add_argument("--ready-file", type=pathlib.Path,
-                       help="write the bound address here once serving")
-    serve.add_argument("--workers", type=int, metavar="N",
-                       help="processes sharing the port, each pinned to its own core "
-                            "(default: one per available core; N > 1 needs a fixed port)")
-    serve.add_argument("--no-pin", action="store_true",
-                       help="do not pin workers to cores")
-    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
-    serve.add_argument("--worker-cpu", type=int, help=argparse.SUPPRESS)
-    serve.add_argument("--shared-limits", type=pathlib.Path, help=argparse.SUPPRESS)
-    serve.set_defaults(func=cmd_serve)
-
-    check = sub.add_parser("check", help="validate a config and the files it names")
-    check.add_argument("--config", type=pathlib.Path, required=True)
-    check.add_argument("--strict", action="store_true",
-                       help="treat warnings (rules that can never match or match more "
-                            "than they seem to) as errors")
-    check.set_defaults(func=cmd_check)
-
-    explain = sub.add_parser("explain", help="show why a call would be allowed or denied")
-    explain.add_argument("--config", type=pathlib.Path, required=True)
-    explain.add_argument("--method", required=True, help="e.g. Predict or a full path")
-    explain.add_argument("--model")
-    which = explain.add_mutually_exclusive_group()
-    which.add_argument("--version", type=int)
-    which.add_argument("--label")
-    explain.add_argument("--signature", default="", help="empty means serving_default")
-    for flag in ("spiffe", "cn", "sub", "iss"):
-        explain.add_argument(f"--{flag}")
-    explain.add_argument("--dns", action="append", default=[])
-    explain.add_argument("--scope", action="append", default=[])
-    explain.set_defaults(func=cmd_explain)
-
-    demo = sub.add_parser("demo", help="run a self-contained demonstration")
-    demo.add_argument("--keep", action="store_true", help="keep running for your own calls")
-    demo.set_defaults(func=cmd_demo)
-    return parser
+    return cli_parser.build_parser(COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="tfgate: %(levelname)s %(message)s")
+    oplog.configure()  # console, info: until a config says otherwise
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        return int(args.func(args))
     except ConfigError as exc:
         for each in exc.errors if isinstance(exc, ConfigErrors) else (exc,):
             print(f"tfgate: config error: {each}", file=sys.stderr)

@@ -19,14 +19,13 @@ admission: no credentials, no rule.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from proxy import admission, forward, health, metrics, shadow
+from proxy import admission, forward, health, metrics, oplog, shadow
 from proxy.admission import Request
 from proxy.bounds import Bounds, grpc_options
 from proxy.call import Call
@@ -40,7 +39,7 @@ from proxy.readiness import Readiness
 from proxy.runtime import Runtime
 from proxy.state import State
 
-log = logging.getLogger("tfgate")
+log = oplog.get_logger()
 
 _NO_DEADLINE_S = 1e7  # "no deadline" can show as a remaining time of centuries
 GRPC_CODE = {grpc_code.value[0]: grpc_code for grpc_code in grpc.StatusCode}
@@ -253,7 +252,7 @@ class _Boundary:
         if isinstance(exc, Reject):
             refusal = exc
         else:
-            log.error("internal error in %s", call.method, exc_info=exc)
+            log.error("internal error", method=call.method, exc_info=exc)
             refusal = Reject(Reason.INTERNAL_ERROR, "internal error",
                              detail=f"{type(exc).__name__}: {exc}")
         call.code, call.reason, call.detail = refusal.code, refusal.reason, refusal.detail
@@ -268,7 +267,7 @@ class _Boundary:
             try:
                 step()
             except Exception:
-                log.exception("while finishing a call to %s", self.call.method)
+                log.exception("finishing a call failed", method=self.call.method)
         self.runtime.leave(self.state)
 
     def _leave_peer(self) -> None:

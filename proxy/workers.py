@@ -23,7 +23,9 @@ a scrape of any worker's admin listener reports the whole instance; the director
 with the instance, and a dead worker's live gauges are dropped when it is reaped.
 
 Lifecycle: SIGTERM/SIGINT are forwarded to every worker, which drains for
-`server.grace_s`; the supervisor exits once all have, 0 if all exited cleanly.
+`server.grace_s`; the supervisor exits once all have, 0 if all exited cleanly. A second
+signal is forwarded too, so every worker exits at once. SIGHUP is forwarded: every worker
+reloads (each also watches the config's files itself, `service.py`).
 A worker that dies on its own is logged and restarted on its core. One that dies
 before it serves counts as a failed start; after `MAX_FAILED_STARTS` in a row (a port
 taken, a bad certificate: retrying will not help) the supervisor stops every worker
@@ -33,7 +35,6 @@ and exits with that worker's status.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import pathlib
@@ -41,13 +42,14 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-log = logging.getLogger("tfgate")
+from proxy import oplog
+
+log = oplog.get_logger()
 
 MAX_FAILED_STARTS = 3
 _POLL_S = 0.2
@@ -97,7 +99,7 @@ def pin_to(cpu: int | None) -> bool:
     try:
         os.sched_setaffinity(0, {cpu})
     except (OSError, AttributeError) as exc:
-        log.warning("cannot pin to CPU %s (%s); running unpinned", cpu, exc)
+        log.warning("running unpinned", cpu=cpu, error=str(exc))
         return False
     return True
 
@@ -217,12 +219,12 @@ def supervise(worker_argv: Callable[[int, int | None, pathlib.Path], list[str]],
     workers: list[_Worker] = []
 
     def on_signal(signum: int, _frame: object) -> None:
+        if stopping:  # the second signal: workers exit at once
+            _signal_all(workers, signum)
         stopping.append(signum)
 
     def on_hangup(signum: int, _frame: object) -> None:  # reload: every worker reloads
-        for w in workers:
-            if w.proc is not None and w.proc.poll() is None:
-                w.proc.send_signal(signal.SIGHUP)
+        _signal_all(workers, signal.SIGHUP)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -238,20 +240,23 @@ def supervise(worker_argv: Callable[[int, int | None, pathlib.Path], list[str]],
         while not stopping:
             if not announced and all(w.ready.exists() for w in workers):
                 announced = True
-                pins = ", ".join("-" if w.cpu is None else str(w.cpu) for w in workers)
-                print(f"tfgate: serving on {address} with {len(workers)} workers "
-                      f"(CPUs {pins})", file=sys.stderr, flush=True)
+                log.info("start", address=address, workers=len(workers), pid=os.getpid(),
+                         cpus=["-" if w.cpu is None else w.cpu for w in workers])
                 if ready_file:
                     ready_file.write_text(address + "\n")
             elif not announced and time.monotonic() > deadline:
-                log.error("workers not ready after %.0f s; stopping", _READY_TIMEOUT_S)
+                log.error("workers not ready; stopping", after_s=_READY_TIMEOUT_S)
                 code = 1
                 break
             if (failed := _reap(workers)) is not None:
                 code = failed
                 break
             time.sleep(_POLL_S)
-        return _stop_all(workers, signal.SIGTERM) or code
+        if stopping:
+            log.info("drain", signal=signal.Signals(stopping[0]).name, workers=len(workers))
+        code = _stop_all(workers, signal.SIGTERM) or code
+        log.info("stop", exit_code=code)
+        return code
 
 
 def _reap(workers: list[_Worker]) -> int | None:
@@ -265,12 +270,11 @@ def _reap(workers: list[_Worker]) -> int | None:
         served = w.ready.exists()
         _metrics_gone(w.proc.pid)
         w.failed_starts = 0 if served else w.failed_starts + 1
-        log.error("worker %d (pid %d, CPU %s) exited with status %s after %.1f s%s",
-                  w.index, w.proc.pid, w.cpu, status, uptime,
-                  "" if served else ", before serving")
+        log.error("worker exited", worker=w.index, pid=w.proc.pid, cpu=w.cpu, status=status,
+                  uptime_s=round(uptime, 1), served=served)
         if w.failed_starts >= MAX_FAILED_STARTS:
-            log.error("worker %d failed to start %d times in a row; stopping tfgate",
-                      w.index, w.failed_starts)
+            log.error("stopping: a worker keeps failing to start", worker=w.index,
+                      failed_starts=w.failed_starts)
             return status if status > 0 else 1
         if not served:
             time.sleep(min(5.0, 0.5 * 2 ** w.failed_starts))  # back off before retrying
@@ -278,10 +282,14 @@ def _reap(workers: list[_Worker]) -> int | None:
     return None
 
 
-def _stop_all(workers: list[_Worker], signum: int) -> int:
+def _signal_all(workers: list[_Worker], signum: int) -> None:
     for w in workers:
         if w.proc is not None and w.proc.poll() is None:
             w.proc.send_signal(signum)
+
+
+def _stop_all(workers: list[_Worker], signum: int) -> int:
+    _signal_all(workers, signum)
     code = 0
     for w in workers:
         if w.proc is None:

@@ -326,12 +326,13 @@ def test_serve_logs_warnings_at_start(etc: pathlib.Path, tmp_path: pathlib.Path)
         lines = []
         for line in proc.stderr:  # ends when the process does
             lines.append(line)
-            if "serving on" in line:
+            if " start " in line:
                 break
     finally:
         guard.cancel()
         proc.terminate()
         proc.wait(30)
-    assert any("serving on" in line for line in lines), lines
-    warned = [line for line in lines if "WARNING config: policy.rules[2].methods[0]" in line]
+    assert any(" start " in line for line in lines), lines
+    warned = [line for line in lines
+              if "warning: config key=policy.rules[2].methods[0]" in line]
     assert len(warned) == 1 and "HandleReloadConfigRequest" in warned[0]

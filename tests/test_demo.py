@@ -76,6 +76,11 @@ class TestDemo:
             explained = _run(commands["ask the policy"], root)
             assert explained.stdout.startswith("DENY") and "signature-not-allowed" in explained.stdout
             assert explained.returncode == 1  # explain exits 1 on DENY
+            minted = _run(commands["mint a fresh"].partition(" > ")[0], root)
+            assert minted.returncode == 0 and minted.stdout.count(".") == 2, minted.stderr
+            (root / "token.jwt").write_text(minted.stdout)
+            batch = _run(commands["the batch job's token"], root)
+            assert batch.returncode == 0, batch.stdout + batch.stderr
         finally:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(60) == 0

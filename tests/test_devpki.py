@@ -242,6 +242,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "bob.key",
         "signing.key",
         "jwks.json",
+        "jwt-issuer",
     }
     assert str(out / "jwks.json") in capsys.readouterr().out
     alice = x509.load_pem_x509_certificate((out / "alice.pem").read_bytes())

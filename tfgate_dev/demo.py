@@ -30,7 +30,8 @@ from typing import Any
 
 import grpc
 
-from tfgate_dev.devpki import DevPKI, SigningKey, mint_claims, write_jwks
+from tfgate_dev.devpki import ISSUER_FILE, DevPKI, SigningKey, mint_claims, write_jwks
+from tfgate_dev.tokens import mint_token
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ISSUER, AUDIENCE = "https://issuer.demo.tfgate", "tfgate-demo"
@@ -109,9 +110,13 @@ def make_pki(root: pathlib.Path) -> None:
     pki.client("batch-job")
     key = SigningKey.generate("demo-1")
     write_jwks(root / "pki" / "jwks.json", [key])
-    claims = mint_claims(issuer=ISSUER, audience=AUDIENCE, subject="batch-job", ttl=3600,
-                         scope="predict:other_model")
-    (root / "token.jwt").write_text(key.token(claims) + "\n")
+    signing = root / "pki" / "signing.key"  # as certs/make-dev-pki --jwt-issuer writes it
+    signing.touch(mode=0o600)
+    signing.write_bytes(key.private_pem())
+    (root / "pki" / ISSUER_FILE).write_text(ISSUER + "\n")
+    token = mint_token(directory=root / "pki", subject="batch-job", audiences=[AUDIENCE],
+                       scopes=["predict:other_model"], ttl=3600)  # as `tfgate token mint`
+    (root / "token.jwt").write_text(token + "\n")
     stale = mint_claims(issuer=ISSUER, audience=AUDIENCE, subject="alice",
                         now=time.time() - 7200, ttl=3600, scope="predict")
     (root / "expired.jwt").write_text(key.token(stale) + "\n")
@@ -345,6 +350,9 @@ tfgate keeps running on {address} (config: {root / 'tfgate.yaml'}). In another t
   {client} --cert pki/batch-job.pem --key pki/batch-job.key --token-file token.jwt --model other_model 5
   # refused UNAUTHENTICATED: team A's certificate with an expired token
   {alice} --token-file expired.jwt 1 2 3
+  # mint a fresh batch-job token with the demo issuer's key (dev tooling)
+  {tfgate_cmd} token mint --dir pki --sub batch-job --aud {AUDIENCE} \\
+      --scope predict:other_model --ttl 3600 > token.jwt
   # ask the policy without calling
   {tfgate_cmd} explain --config tfgate.yaml --method Predict --model half_plus_two \\
       --signature times_three --spiffe {TEAM_A}

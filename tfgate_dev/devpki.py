@@ -10,7 +10,8 @@ generated is ever committed (``.gitignore`` ignores ``*.key``, ``*.pem`` and ``c
 * :class:`SigningKey` - an ES256 / RS256 / EdDSA key that mints JWTs and exports its JWK.
 * :func:`write_jwks`, :func:`mint_claims` - JWKS files and standard claim sets.
 
-CLI: ``python -m tfgate_dev.devpki OUTDIR [--client NAME[=SPIFFE_ID]]... [--jwt-issuer URL]``.
+CLI: ``python -m tfgate_dev.devpki [OUTDIR] [--client NAME[=SPIFFE_ID]]... [--server-dns NAME]...
+[--server-ip IP]... [--jwt-issuer URL]``; OUTDIR defaults to ``certs/out`` of this checkout.
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["DevPKI", "Issued", "SigningKey", "main", "mint_claims", "write_jwks"]
+__all__ = ["DEFAULT_OUT", "ISSUER_FILE", "DevPKI", "Issued", "SigningKey", "main",
+           "mint_claims", "write_jwks"]
+
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "certs" / "out"
+ISSUER_FILE = "jwt-issuer"  # the issuer URL the CLI made signing.key for (tokens.py reads it)
 
 _CA_LIFETIME = timedelta(days=30)
 _BACKDATE = timedelta(hours=1)
@@ -308,11 +313,30 @@ def _client_spec(value: str) -> tuple[str, str | None]:
     return name, (spiffe if sep else None)
 
 
+def _ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {value!r}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tfgate_dev.devpki", description="Make a throwaway dev PKI."
     )
-    parser.add_argument("outdir", type=Path, help="directory to write into (created if missing)")
+    parser.add_argument(
+        "outdir", type=Path, nargs="?", default=DEFAULT_OUT,
+        help=f"directory to write into, created if missing (default: {DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--server-dns", action="append", default=[], metavar="NAME",
+        help="a further DNS name for the server certificate, besides localhost (repeatable)",
+    )
+    parser.add_argument(
+        "--server-ip", action="append", default=[], metavar="IP", type=_ip,
+        help="a further IP address for the server certificate, besides 127.0.0.1 and ::1 "
+        "(repeatable)",
+    )
     parser.add_argument(
         "--client",
         action="append",
@@ -327,7 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     pki = DevPKI.create(args.outdir)
-    server = pki.server()
+    server = pki.server(
+        dns=("localhost", *args.server_dns), ips=("127.0.0.1", "::1", *args.server_ip)
+    )
     rows: list[tuple[str, Path | None]] = [
         ("CA certificate", pki.ca.cert_path),
         ("CA key", pki.ca.key_path),
@@ -345,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(
             (f"JWKS for issuer {args.jwt_issuer}", write_jwks(args.outdir / "jwks.json", [key]))
         )
+        issuer = _write(args.outdir / ISSUER_FILE, args.jwt_issuer.encode() + b"\n")
+        rows.append(("issuer (for `tfgate token mint`)", issuer))
     width = max(len(label) for label, _ in rows)
     for label, path in rows:
         print(f"{label:<{width}}  {path}")

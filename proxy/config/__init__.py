@@ -33,6 +33,7 @@ from proxy.config.base import (
 )
 from proxy.config.limits import Limits
 from proxy.config.listen import Listen, ListenTLS
+from proxy.config.logs import Logging
 from proxy.config.policy import Policy, Principals, Rule, Version
 from proxy.config.process import Audit, Server
 from proxy.config.strict_yaml import DuplicateKeys, StrictLoader
@@ -57,6 +58,7 @@ __all__ = [
     "Limits",
     "Listen",
     "ListenTLS",
+    "Logging",
     "MiB",
     "ModelRoute",
     "Policy",
@@ -94,6 +96,8 @@ class Config(Section):
     limits: Limits = Field(default_factory=Limits, description="Input sizes, rates, "
                            "concurrency and deadlines (docs/limits.md).")
     admin: Admin = Field(default_factory=Admin, description="Health and metrics listener.")
+    logging: Logging = Field(default_factory=Logging, description="Operational log "
+                             "(docs/operations.md).")
 
     @pydantic.model_validator(mode="after")
     def _references(self) -> Config:

@@ -19,6 +19,28 @@ class Section(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    def files(self) -> list[pathlib.Path]:
+        """Every file this section and the sections below it name (certificates, keys,
+        CAs, JWKS): what a reload reads again, and what the file watcher watches."""
+        found: list[pathlib.Path] = []
+        for name in type(self).model_fields:
+            _collect_files(getattr(self, name), found)
+        return found
+
+
+def _collect_files(value: object, found: list[pathlib.Path]) -> None:
+    if isinstance(value, pathlib.Path):
+        if value not in found:
+            found.append(value)
+    elif isinstance(value, Section):
+        found.extend(f for f in value.files() if f not in found)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _collect_files(item, found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_files(item, found)
+
 
 class KeyProblem(ValueError):
     """Raised by a validator that checks several keys, to name the one at fault:

@@ -1,4 +1,5 @@
-"""`audit:` and `server:`: where audit events go and how the process serves."""
+"""`audit:` and `server:`: where audit events go and how the process serves (drain,
+reload)."""
 
 from __future__ import annotations
 
@@ -27,4 +28,10 @@ class Audit(Section):
 class Server(Section):
     """Process model."""
 
-    grace_s: float = Field(5.0, ge=0, description="Drain time on SIGTERM before cancelling calls.")
+    grace_s: float = Field(
+        5.0, ge=0, description="Drain time on SIGTERM before cancelling calls. Read when "
+        "the signal arrives, so a reload changes it.")
+    watch_interval_s: float | None = Field(
+        2.0, ge=0.05, le=3600, description="How often the config file and every file it "
+        "names (certificates, keys, CAs, JWKS) are checked for changes; a change reloads "
+        "the config (docs/operations.md). Null: reload on SIGHUP only. Fixed at start.")
