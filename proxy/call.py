@@ -132,6 +132,7 @@ class Call:
     bytes_out: int = 0
     messages_in: int = 0
     messages_out: int = 0
+    http_status: int | None = None  # the REST front's answer; None for gRPC calls
 
     def latency_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000.0

@@ -1,7 +1,8 @@
 """One tfgate process: its runtime, its listeners (fronts), and config reload.
 
 `Service` starts every front on the process's event loop (`loop.py`) and stops them
-together. `reload` reads the config file again and builds a new State off to the side
+together: the gRPC listener (`server.py`) and, with a `rest:` section, the REST one
+(`rest/server.py`). `reload` reads the config file again and builds a new State off to the side
 over the same `Shared` parts; only if that succeeds does it swap it in (`runtime.py`):
 calls in flight finish under the config they started with, and a config that fails to
 load leaves the old one in force. Keys that only take effect at start (where the
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from proxy.config import Config, load_config
 from proxy.errors import ConfigError
@@ -20,6 +21,9 @@ from proxy.loop import LoopThread
 from proxy.runtime import Runtime
 from proxy.server import AsyncServer
 from proxy.state import build_state
+
+if TYPE_CHECKING:
+    from proxy.rest.server import RestServer
 
 log = logging.getLogger("tfgate")
 
@@ -34,18 +38,27 @@ class Front(Protocol):
     async def stop(self, grace: float | None) -> None: ...
 
 
-# Keys a running process cannot change: the sockets are bound with them.
-RESTART_ONLY = ("listen.address", "listen.plaintext", "listen.max_message_bytes")
+# Keys a running process cannot change: the sockets are bound with them. Of `rest:`,
+# only the body caps, JSON bounds and upstream mode follow a reload.
+RESTART_ONLY = ("listen.address", "listen.plaintext", "listen.max_message_bytes",
+                "rest.address", "rest.tls", "rest.plaintext", "rest.max_connections",
+                "rest.max_header_bytes", "rest.max_headers", "rest.idle_timeout_s",
+                "rest.handshake_timeout_s", "rest.receive_timeout_s", "rest.max_calls",
+                "rest.max_calls_per_peer", "rest.max_buffered_bytes", "rest.parse")
 
 
 def restart_only_changes(old: Config, new: Config) -> list[str]:
-    """The restart-only keys whose value differs between two configs."""
+    """The restart-only keys whose value differs between two configs (a section added
+    or removed counts as its own key)."""
     changed = []
     for key in RESTART_ONLY:
         section, name = key.split(".")
-        if getattr(getattr(old, section), name) != getattr(getattr(new, section), name):
+        before, after = getattr(old, section), getattr(new, section)
+        if (before is None) != (after is None):
+            changed.append(section)
+        elif before is not None and getattr(before, name) != getattr(after, name):
             changed.append(key)
-    return changed
+    return list(dict.fromkeys(changed))
 
 
 class Service:
@@ -56,6 +69,12 @@ class Service:
         self.runtime = runtime or Runtime.from_config(cfg)
         self.grpc = AsyncServer(cfg, self.runtime, reuse_port=reuse_port)
         self.fronts: list[Front] = [self.grpc]
+        self.rest: RestServer | None = None
+        if cfg.rest is not None:
+            from proxy.rest.server import RestServer  # aiohttp only where REST is served
+
+            self.rest = RestServer(cfg, self.runtime, reuse_port=reuse_port)
+            self.fronts.append(self.rest)
         self._loop = LoopThread.shared()
 
     @property

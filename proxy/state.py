@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from proxy import config
 from proxy.audit import AuditLog, open_sink
@@ -24,6 +25,9 @@ from proxy.limits import Limiter, LimitState, LimitStore
 from proxy.metadata import MetadataFilter
 from proxy.policy import Policy
 from proxy.routing import MethodTable, UpstreamRouter
+
+if TYPE_CHECKING:
+    from proxy.rest.upstream import RestUpstreams
 
 
 @dataclass
@@ -48,8 +52,11 @@ class State:
     metadata: MetadataFilter
     audit: AuditLog | None
     limits: Limiter
+    rest: RestUpstreams | None = None  # the REST front's upstreams, with `rest:` only
 
     def close(self) -> None:
+        if self.rest is not None:
+            self.rest.close()
         for upstream in self.upstreams.values():
             upstream.close()
         if self.audit is not None:
@@ -67,9 +74,13 @@ def build_state(cfg: config.Config, shared: Shared | None = None, *, connect: bo
     methods = methods or MethodTable.for_config(cfg)
     policy = Policy(cfg.policy, methods)
     upstreams = _upstreams(cfg) if connect else {}
+    audit: AuditLog | None = None
     try:
         audit = _audit(cfg) if connect else None
+        rest = _rest(cfg, upstreams, methods) if connect and cfg.rest else None
     except ConfigError:
+        if audit is not None:
+            audit.close()
         for made in upstreams.values():
             made.close()
         raise
@@ -84,7 +95,15 @@ def build_state(cfg: config.Config, shared: Shared | None = None, *, connect: bo
         metadata=MetadataFilter(cfg.identity),
         audit=audit,
         limits=Limiter(cfg.limits, shared.limits, clock),
+        rest=rest,
     )
+
+
+def _rest(cfg: config.Config, upstreams: dict[str, Upstream],
+          methods: MethodTable) -> RestUpstreams:
+    from proxy.rest.upstream import RestUpstreams  # aiohttp only where REST is served
+
+    return RestUpstreams(cfg, upstreams, methods)
 
 
 def _upstreams(cfg: config.Config) -> dict[str, Upstream]:

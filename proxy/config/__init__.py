@@ -32,6 +32,7 @@ from proxy.config.limits import Limits
 from proxy.config.listen import Listen, ListenTLS
 from proxy.config.policy import Policy, Principals, Rule, Version
 from proxy.config.process import Audit, Server
+from proxy.config.rest import Rest, RestJson, RestParse
 from proxy.config.upstreams import Identity, ModelRoute, Upstream, UpstreamTLS
 from proxy.errors import ConfigError
 
@@ -54,6 +55,9 @@ __all__ = [
     "ModelRoute",
     "Policy",
     "Principals",
+    "Rest",
+    "RestJson",
+    "RestParse",
     "Rule",
     "Section",
     "Server",
@@ -82,6 +86,8 @@ class Config(Section):
     server: Server = Field(default_factory=Server, description="Process model.")
     limits: Limits = Field(default_factory=Limits, description="Input sizes, rates, "
                            "concurrency and deadlines (docs/limits.md).")
+    rest: Rest | None = Field(None, description="The REST front (ModelServer's HTTP/JSON "
+                              "API); omit to serve gRPC only.")
 
     @pydantic.model_validator(mode="after")
     def _references(self) -> Config:
@@ -93,7 +99,10 @@ class Config(Section):
             if route.upstream not in names:
                 raise KeyProblem(("routes", i, "upstream"),
                                  f"{route.upstream!r} is not in upstreams")
-        certless = not self.listen.requires_certificates()
+        self._rest_upstreams()
+        # A rule without a token proof needs some listener that takes certificates.
+        certless = not self.listen.requires_certificates() and (
+            self.rest is None or not self.rest.requires_certificates())
         for i, rule in enumerate(self.policy.rules):
             if rule.needs_token():
                 if self.authn.jwt is None:
@@ -104,6 +113,14 @@ class Config(Section):
                                  "must include token: the listener does not require client "
                                  "certificates")
         return self
+
+    def _rest_upstreams(self) -> None:
+        if self.rest is None or self.rest.upstream != "native":
+            return
+        for name, upstream in self.upstreams.items():
+            if upstream.kind == "serving" and upstream.rest_address is None:
+                raise KeyProblem(("upstreams", name, "rest_address"),
+                                 "required when rest.upstream is native")
 
     def upstream_for_default(self) -> str | None:
         if self.default_upstream is not None:
