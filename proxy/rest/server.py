@@ -5,8 +5,7 @@ It runs on the process's event loop (`loop.py`), serves every request through
 each enforced before the caller has authenticated (docs/rest.md):
 
 - connections: at most `rest.max_connections`, counted from accept, TLS handshakes in
-  progress included (a failed one for `handshake_timeout_s`); one more is closed at
-  once, before its handshake;
+  progress included; one more is closed as it is accepted, before any handshake;
 - TLS handshake within `handshake_timeout_s` (mTLS unless `client_auth: none`);
 - request line and each header line within `max_header_bytes`, at most `max_headers`
   lines (aiohttp answers 400 / 431);
@@ -27,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import cast
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -83,7 +82,7 @@ class RestServer:
         self._grace = cfg.server.grace_s
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
-        self._handshaking = 0  # TLS connections accepted, handshake not yet done
+        self._handshaking = 0  # TLS connections accepted, handshake not yet ended
 
     def section_of(self, state: State) -> config.Rest:
         """The `rest:` keys a call follows: its State's (a reload changes body caps, JSON
@@ -120,22 +119,32 @@ class RestServer:
         loop = asyncio.get_running_loop()
         handlers = runner.server
         assert handlers is not None
-        timeout = self.rest.handshake_timeout_s if tls is not None else None
 
-        def accept() -> asyncio.Protocol:
+        def accept() -> asyncio.BaseProtocol:
             if self.open_connections() >= self.rest.max_connections:
                 return _Refuse()
             if tls is None:
                 return handlers()
-            return _Handshaking(self, handlers(), loop, timeout or 0)
+            return self._tls_protocol(loop, handlers(), tls)
 
         if self.rest.address.startswith("unix:"):
-            return await loop.create_unix_server(accept, self.rest.address[len("unix:"):],
-                                                 ssl=tls, ssl_handshake_timeout=timeout)
+            return await loop.create_unix_server(accept, self.rest.address[len("unix:"):])
         host, _, port = self.rest.address.rpartition(":")
-        return await loop.create_server(accept, host.strip("[]"), int(port), ssl=tls,
-                                        ssl_handshake_timeout=timeout,
+        return await loop.create_server(accept, host.strip("[]"), int(port),
                                         reuse_port=self._reuse_port or None)
+
+    def _tls_protocol(self, loop: asyncio.AbstractEventLoop, app: asyncio.Protocol,
+                      tls: ssl.SSLContext) -> asyncio.BaseProtocol:
+        """TLS in front of aiohttp's protocol, made here rather than by the loop (which
+        would hand us the connection only after the handshake, too late to refuse it).
+        The handshake counts as a connection until it ends: when aiohttp takes the
+        connection over (then aiohttp counts it), or when the waiter reports a failure."""
+        waiter = loop.create_future()
+        counted = _Handshake(self, app, loop.call_later(
+            self.rest.handshake_timeout_s + 5, waiter.cancel))  # in case nothing ends it
+        waiter.add_done_callback(counted.failed)
+        return _ssl_protocol(loop)(loop, counted, tls, waiter, server_side=True,
+                                   ssl_handshake_timeout=self.rest.handshake_timeout_s)
 
     def open_connections(self) -> int:
         handlers = self._runner.server if self._runner is not None else None
@@ -150,35 +159,38 @@ class RestServer:
 
 
 class _Refuse(asyncio.Protocol):
-    """A connection past `max_connections`: closed as soon as it is made (before TLS)."""
+    """A connection past `max_connections`: closed as soon as it is accepted."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         cast(asyncio.Transport, transport).abort()
 
 
-class _Handshaking(asyncio.Protocol):
-    """aiohttp's protocol for one TLS connection, counted from accept: until the handshake
-    completes (then aiohttp counts it) or, if it never does, for `handshake_timeout_s`."""
+class _Handshake(asyncio.Protocol):
+    """aiohttp's protocol behind TLS, counted in `_handshaking` until its handshake ends."""
 
     def __init__(self, front: RestServer, inner: asyncio.Protocol,
-                 loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        self._inner = inner
-        self._front = front
+                 guard: asyncio.TimerHandle) -> None:
+        self._front, self._inner, self._guard = front, inner, guard
+        self._counted = True
         front._handshaking += 1
-        self._pending: asyncio.TimerHandle | None = loop.call_later(timeout + 1, self._done)
 
-    def _done(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
+    def _end(self) -> None:
+        if self._counted:
+            self._counted = False
             self._front._handshaking -= 1
+            self._guard.cancel()
+
+    def failed(self, waiter: asyncio.Future[None]) -> None:
+        self._end()
+        if not waiter.cancelled():
+            waiter.exception()  # a failed handshake is not a call: not logged, not audited
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._done()
+        self._end()  # before aiohttp counts the connection: never counted twice
         self._inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._done()
+        self._end()
         self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -192,3 +204,15 @@ class _Handshaking(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._inner.resume_writing()
+
+
+def _ssl_protocol(loop: asyncio.AbstractEventLoop) -> Any:
+    """The TLS protocol class of the running loop: uvloop's own under uvloop (its
+    transports are its own), asyncio's otherwise. Both take asyncio's arguments."""
+    if type(loop).__module__.startswith("uvloop"):
+        import uvloop.loop
+
+        return uvloop.loop.SSLProtocol  # type: ignore[attr-defined]
+    import asyncio.sslproto
+
+    return asyncio.sslproto.SSLProtocol
