@@ -108,9 +108,18 @@ def proxy_config(env: Env, backend: str, port: int, threads: int, *, mtls: bool)
             rule,
         ]},
         "audit": {"output": str(env.audit)},
-        "server": {"threads": threads},
+        **_server(threads),
         **_limits(),
     }
+
+
+def _server(threads: int) -> dict:
+    """`server.threads` where the config still has it (the sync gRPC server had a
+    thread pool; the grpc.aio front has none)."""
+    from proxy import config
+    if "threads" not in config.Server.model_fields:
+        return {}
+    return {"server": {"threads": threads}}
 
 
 def _limits() -> dict:

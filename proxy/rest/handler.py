@@ -127,10 +127,11 @@ class RestCall(CallScope):
         rules = judge.BodyRules.of(self.front.section_of(self.state))
         encoding = bodies.encoding_of(request.headers.getall("Content-Encoding", []))
         wire = await self._read(request, rules.body.max_wire_bytes)
-        received = judge.Received(found, wire, encoding, rules)
         # A compressed body never runs inline: 1 KiB of gzip may be 16 MiB of JSON.
-        return await self.front.pool.run(_cost(len(wire), encoding, rules), judge.judge,
-                                         received, may_inline=not encoding)
+        cost, pool = _cost(len(wire), encoding, rules), self.front.pool
+        received = judge.Received(found, wire, encoding, rules,
+                                  off_loop=not pool.inline(cost, not encoding))
+        return await pool.run(cost, judge.judge, received, may_inline=not encoding)
 
     async def _read(self, request: web.Request, cap: int) -> bytes:
         if request.content_length is not None and request.content_length > cap:

@@ -43,6 +43,7 @@ class Received:
     wire: bytes
     encoding: str
     rules: BodyRules
+    off_loop: bool = False  # parsed on a parse thread: make the parse yield the GIL
 
 
 def no_body(route: Route) -> tuple[Judged, Facts]:
@@ -55,7 +56,7 @@ def judge(received: Received) -> tuple[Judged, Facts]:
     reader = bodies.BodyReader(received.encoding, None, rules.body)
     reader.feed(received.wire)
     data = reader.finish()
-    doc = bodies.parse_json(data, rules.json)
+    doc = bodies.parse_json(data, rules.json, interruptible=received.off_loop)
     if route.verb == "predict":
         parsed = predict_body(doc)
         return Judged(route, parsed, len(data)), predict_facts(route.target, parsed)

@@ -37,10 +37,14 @@ class ParsePool:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.queued = 0  # bytes submitted, not yet done; touched on the event loop only
 
+    def inline(self, size: int, may_inline: bool = True) -> bool:
+        """Whether `run` would run work of `size` bytes on the event loop."""
+        return self._threads == 0 or (may_inline and size < self._inline_below)
+
     async def run(self, size: int, fn: Callable[[Any], T], arg: Any, *,
                   may_inline: bool = True) -> T:
         """`fn(arg)`, where `size` (bytes of input) says what it costs."""
-        if self._threads == 0 or (may_inline and size < self._inline_below):
+        if self.inline(size, may_inline):
             return fn(arg)
         if self.queued + size > self._max_queued:
             raise Reject(Reason.OVERLOADED, "too many request bodies waiting to be parsed "
