@@ -8,9 +8,9 @@ REST backend, run twice: `rest.parse.threads: 0` (every body parsed on the event
 the default (2 threads, bodies of 64 KiB and more off the loop). In each, a probe client
 sends small predicts one at a time, first alone, then while `--loaders` other processes
 send `--big-mib` MiB predict bodies, pausing `--pause-s` between them (so the core is
-not saturated: what is measured is the stall one big body causes, not queueing). Output per run: the probe's p50/p99/max
-latency (what every other caller of the process feels) and the big calls' count and mean
-latency. With `--layout pinned` tfgate runs alone on the second CPU.
+not saturated: what is measured is the stall one big body causes, not queueing). Output
+per run: the probe's p50/p99/max latency (what every other caller of the process feels)
+and the big calls' count and mean latency. With `--layout pinned` tfgate runs alone on the second CPU.
 """
 
 from __future__ import annotations
