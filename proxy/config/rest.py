@@ -25,9 +25,10 @@ class RestJson(Section):
         48, ge=4, le=512, description="Deepest nesting of arrays and objects. A rank-32 "
         "tensor (the deepest the REST front reads) in row format needs 36.")
     max_string_bytes: int = Field(
-        16 * MiB, ge=1024, description="Longest JSON string as sent (escapes counted as "
-        "sent). Tensor limits judge string elements after decoding; this bounds strings "
-        "in keys the server ignores too.")
+        4 * MiB, ge=1024, description="Longest JSON string as sent (escapes counted as "
+        "sent). Tensor limits judge string elements after decoding "
+        "(limits.tensors.max_string_element_bytes); this bounds every string, keys and "
+        "values the server ignores included.")
     max_number_chars: int = Field(
         400, ge=32, le=4300, description="Longest number literal. A double needs at most "
         "about 25 characters; 4300 digits is Python's own integer ceiling.")
@@ -49,7 +50,7 @@ class RestParse(Section):
 
 
 class Rest(Section):
-    """The REST listener. Omit the section to serve gRPC only."""
+    """The REST listener (docs/rest.md). Omit the section to serve gRPC only."""
 
     address: Address = Field("127.0.0.1:8501", description="host:port or unix:PATH.")
     tls: ListenTLS | None = Field(None, description="TLS settings; required unless plaintext.")

@@ -38,7 +38,7 @@ _NUMBER_AS_ZERO = bytes.maketrans(b"123456789.eE+-", b"0" * 14)
 @dataclass(frozen=True, slots=True)
 class JsonBounds:
     max_depth: int = 48
-    max_string_bytes: int = 16 * MiB
+    max_string_bytes: int = 4 * MiB
     max_number_chars: int = 400
 
 
