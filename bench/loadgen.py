@@ -64,9 +64,11 @@ class H2Load:
         self.headers = (["content-type: application/json", *headers] if h1 else
                         ["content-type: application/grpc", "te: trailers", *headers])
         self.workdir = workdir
+        self.in_flight = 1
 
     def run(self, *, n: int | None = None, duration_s: float | None = None,
             clients: int = 1, streams: int = 1, latencies: bool = False) -> Run:
+        self.in_flight = clients * streams
         cmd = ["h2load", "-t", "1", "-c", str(clients), "-m", str(streams), "-d", str(self.body)]
         if self.h1:
             cmd.append("--h1")
@@ -101,7 +103,9 @@ class H2Load:
             errors.append(f"h2load: {failed} failed, {errored} errored of {done}")
         if n is not None and done != n:
             errors.append(f"h2load: {done} of {n} calls done")
-        if data_bytes != succeeded * self.expected_data:
+        if self.h1:
+            errors += self._check_h1(proc.stdout, data_bytes, succeeded)
+        elif data_bytes != succeeded * self.expected_data:
             errors.append(f"response bytes {data_bytes} != {succeeded} x {self.expected_data}: "
                           "some calls did not return the expected response (gRPC error?)")
         lat: list[float] = []
@@ -113,6 +117,21 @@ class H2Load:
                         errors.append(f"HTTP status {parts[1]}")
                     lat.append(float(parts[2]))
         return Run(succeeded, seconds, lat, errors[:5])
+
+
+    def _check_h1(self, out: str, data_bytes: int, succeeded: int) -> list[str]:
+        """HTTP/1.1: no 4xx/5xx at all, and whole expected bodies only. A timed run stops
+        with responses in flight whose bodies are counted but whose calls are not, so the
+        body count may exceed the successes by at most the calls in flight."""
+        errors = []
+        codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+        if codes is None or int(codes.group(3)) or int(codes.group(4)):
+            errors.append(f"HTTP errors: {codes.group(0) if codes else 'no status codes'}")
+        bodies, rest = divmod(data_bytes, self.expected_data)
+        if rest or not succeeded <= bodies <= succeeded + self.in_flight:
+            errors.append(f"response bytes {data_bytes} are not {succeeded} (+ at most "
+                          f"{self.in_flight} in flight) x {self.expected_data}")
+        return errors
 
 
 class PyRest:

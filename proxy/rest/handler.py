@@ -114,6 +114,7 @@ class RestCall(CallScope):
             self.call.principal = self.state.authenticator.authenticate(
                 start.certificate, start.metadata)
             raise self.refused
+        self.call.facts = judge.no_body(self.route)[1]  # the path names the model: audited
         method = admission.start(self.state, self.call, start, self.lease)
         judged, facts = await self._inspect(self.route, request)
         return await self._forward(method, judged, facts, start)
