@@ -253,7 +253,7 @@ def test_calls_in_flight(start, pki, rest_backend, limits, rest, status, reason)
     def slow() -> None:
         with rh.client(pki, port) as c:
             results.append(c.post(rh.PREDICT_PATH, json={"instances": [1.0]},
-                                  headers={"X-Test-Sleep-Ms": "3000"}).status_code)
+                                  headers={"X-Test-Sleep-Ms": "8000"}).status_code)
 
     first = threading.Thread(target=slow)
     first.start()
