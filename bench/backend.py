@@ -1,9 +1,10 @@
 """The bench backend: the cheapest Python gRPC server, answering fixed bytes.
 
 A sync `grpc.server` with a generic handler and no (de)serializers: every unary call
-gets the same small PredictResponse, and every message on a bidi stream gets one small
-reply. It is not TensorFlow on purpose: the bench measures what tfgate adds, so the
-backend must cost as little as possible (docs/performance.md: ~150 µs per call pinned).
+gets the same small PredictResponse (GetModelMetadata a one-signature answer, which the
+REST front's translated mode reads), and every message on a bidi stream one small reply.
+It is not TensorFlow on purpose: the bench measures what tfgate adds, so the backend
+must cost as little as possible (docs/performance.md: ~150 µs per call pinned).
 
     python -m bench.backend --port 0 --ready-file PATH [--threads 16]
 """
@@ -19,15 +20,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from bench.messages import predict_response
+from bench.messages import metadata_response, predict_response
 
 STREAM_REPLY = b"\x08\x01"  # a tiny EnqueueResponse-like message per stream message
 
 
 class _Handler(grpc.GenericRpcHandler):
     def __init__(self) -> None:
-        response = predict_response()
+        response, metadata = predict_response(), metadata_response()
         self._unary = grpc.unary_unary_rpc_method_handler(lambda request, context: response)
+        self._metadata = grpc.unary_unary_rpc_method_handler(lambda request, context: metadata)
         self._stream = grpc.stream_stream_rpc_method_handler(self._bidi)
 
     @staticmethod
@@ -38,6 +40,8 @@ class _Handler(grpc.GenericRpcHandler):
     def service(self, details: grpc.HandlerCallDetails):
         if details.method.endswith("/StreamingEnqueue"):
             return self._stream
+        if details.method.endswith("/GetModelMetadata"):  # the REST front's translation
+            return self._metadata
         return self._unary
 
 

@@ -44,6 +44,11 @@ class Env:
         path.write_bytes(messages.grpc_frame(message))
         return path
 
+    def body_file_raw(self, name: str, body: bytes) -> pathlib.Path:
+        path = self.dir / f"{name}.body"
+        path.write_bytes(body)
+        return path
+
 
 def make_env(directory: pathlib.Path) -> Env:
     directory.mkdir(parents=True, exist_ok=True)
@@ -68,7 +73,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def proxy_config(env: Env, backend: str, port: int, *, mtls: bool) -> dict:
+def proxy_config(env: Env, backend: str, port: int, *, mtls: bool,
+                 rest: tuple[str, int, str] | None = None) -> dict:
     """The tfgate config the bench measures: the full pipeline, one of two listeners.
 
     h2load cannot present a client certificate, and tfgate's `client_auth: optional`
@@ -79,6 +85,9 @@ def proxy_config(env: Env, backend: str, port: int, *, mtls: bool) -> dict:
       call must carry a JWT (rule `bench-token`), as config validation demands.
     * `mtls=True` (Python-client scenarios): mTLS listener; a rule that requires both
       the SPIFFE certificate and the JWT (rule `bench-mtls`).
+
+    `rest` = (mode, port, REST backend address) adds the REST front on that port, with
+    the gRPC listener's TLS (h2load cannot present a certificate either).
     """
     if mtls:
         tls = {"client_ca": str(env.ca), "client_auth": "require"}
@@ -90,7 +99,7 @@ def proxy_config(env: Env, backend: str, port: int, *, mtls: bool) -> dict:
         rule = {"name": "bench-token", "principals": {"sub": ["bench-loadgen"]},
                 "require": ["token"], "methods": ["Predict"]}
     rule.update(models=[messages.MODEL], signatures=["serving_default"])
-    return {
+    cfg = {
         "listen": {
             "address": f"127.0.0.1:{port}",
             "tls": {"cert": str(env.server_cert), "key": str(env.server_key), **tls},
@@ -110,6 +119,13 @@ def proxy_config(env: Env, backend: str, port: int, *, mtls: bool) -> dict:
         "audit": {"output": str(env.audit)},
         **_limits(),
     }
+    if rest is not None:
+        mode, rest_port, rest_backend = rest
+        cfg["rest"] = {"address": f"127.0.0.1:{rest_port}", "upstream": mode,
+                       "tls": cfg["listen"]["tls"]}
+        cfg["upstreams"]["bench"]["rest_address"] = f"http://{rest_backend}"
+    return cfg
+
 
 
 def _limits() -> dict:

@@ -8,6 +8,7 @@ The Python client compares every response with the expected bytes.
 
 from __future__ import annotations
 
+import http.client
 import pathlib
 import queue
 import re
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -52,16 +54,24 @@ class H2Load:
     """Runs h2load against one URL with a pre-framed gRPC body."""
 
     def __init__(self, url: str, body: pathlib.Path, response_len: int,
-                 headers: Sequence[str], workdir: pathlib.Path) -> None:
+                 headers: Sequence[str], workdir: pathlib.Path, *, h1: bool = False) -> None:
+        """`h1`: HTTP/1.1 with a JSON body (the REST front); the response body is checked
+        by its length, as a gRPC response is by its DATA bytes."""
         self.url = url
         self.body = body
-        self.expected_data = 5 + response_len
-        self.headers = ["content-type: application/grpc", "te: trailers", *headers]
+        self.h1 = h1
+        self.expected_data = response_len if h1 else 5 + response_len
+        self.headers = (["content-type: application/json", *headers] if h1 else
+                        ["content-type: application/grpc", "te: trailers", *headers])
         self.workdir = workdir
+        self.in_flight = 1
 
     def run(self, *, n: int | None = None, duration_s: float | None = None,
             clients: int = 1, streams: int = 1, latencies: bool = False) -> Run:
+        self.in_flight = clients * streams
         cmd = ["h2load", "-t", "1", "-c", str(clients), "-m", str(streams), "-d", str(self.body)]
+        if self.h1:
+            cmd.append("--h1")
         for h in self.headers:
             cmd += ["-H", h]
         cmd += ["-D", f"{duration_s:g}"] if duration_s else ["-n", str(n)]
@@ -93,7 +103,9 @@ class H2Load:
             errors.append(f"h2load: {failed} failed, {errored} errored of {done}")
         if n is not None and done != n:
             errors.append(f"h2load: {done} of {n} calls done")
-        if data_bytes != succeeded * self.expected_data:
+        if self.h1:
+            errors += self._check_h1(proc.stdout, data_bytes, succeeded)
+        elif data_bytes != succeeded * self.expected_data:
             errors.append(f"response bytes {data_bytes} != {succeeded} x {self.expected_data}: "
                           "some calls did not return the expected response (gRPC error?)")
         lat: list[float] = []
@@ -105,6 +117,78 @@ class H2Load:
                         errors.append(f"HTTP status {parts[1]}")
                     lat.append(float(parts[2]))
         return Run(succeeded, seconds, lat, errors[:5])
+
+
+    def _check_h1(self, out: str, data_bytes: int, succeeded: int) -> list[str]:
+        """HTTP/1.1: no 4xx/5xx at all, and whole expected bodies only. A timed run stops
+        with responses in flight whose bodies are counted but whose calls are not, so the
+        body count may exceed the successes by at most the calls in flight."""
+        errors = []
+        codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+        if codes is None or int(codes.group(3)) or int(codes.group(4)):
+            errors.append(f"HTTP errors: {codes.group(0) if codes else 'no status codes'}")
+        bodies, rest = divmod(data_bytes, self.expected_data)
+        if rest or not succeeded <= bodies <= succeeded + self.in_flight:
+            errors.append(f"response bytes {data_bytes} are not {succeeded} (+ at most "
+                          f"{self.in_flight} in flight) x {self.expected_data}")
+        return errors
+
+
+class PyRest:
+    """REST calls from Python's http.client (when h2load is missing), one connection per
+    client thread, keep-alive; every response body is compared with the expected one."""
+
+    def __init__(self, address: str, path: str, body: bytes, expected: bytes,
+                 headers: Sequence[tuple[str, str]] = (), tls: Any = None) -> None:
+        self.address, self.path, self.body, self.expected = address, path, body, expected
+        self.headers = {"content-type": "application/json", **dict(headers)}
+        self.tls = tls
+
+    def _connection(self) -> http.client.HTTPConnection:
+        host, port = self.address.rsplit(":", 1)
+        if self.tls is None:
+            return http.client.HTTPConnection(host, int(port), timeout=30)
+        return http.client.HTTPSConnection("localhost", int(port), timeout=30,
+                                           context=self.tls)
+
+    def _calls(self, n: int | None, end: float, lat: list[float] | None,
+               errors: list[str]) -> int:
+        conn, count = self._connection(), 0
+        while (n is None or count < n) and time.monotonic() < end:
+            t = time.perf_counter()
+            try:
+                conn.request("POST", self.path, body=self.body, headers=self.headers)
+                response = conn.getresponse()
+                data = response.read()
+                if response.status != 200 or data != self.expected:
+                    errors.append(f"HTTP {response.status}: {data[:100]!r}")
+            except OSError as err:
+                errors.append(f"{type(err).__name__}: {err}")
+                conn = self._connection()
+            if lat is not None:
+                lat.append((time.perf_counter() - t) * 1e6)
+            count += 1
+        conn.close()
+        return count
+
+    def run(self, *, n: int | None = None, duration_s: float | None = None,
+            clients: int = 1, streams: int = 1, latencies: bool = False) -> Run:
+        end = time.monotonic() + (duration_s or 1e9)
+        errors: list[str] = []
+        lat: list[float] = []
+        t0 = time.monotonic()
+        if clients * streams == 1:
+            count = self._calls(n, end, lat, errors)
+            return Run(count - len(errors), time.monotonic() - t0, lat, errors[:5])
+        counts: list[int] = []
+        share = None if n is None else -(-n // (clients * streams))
+        threads = [threading.Thread(target=lambda: counts.append(
+            self._calls(share, end, None, errors))) for _ in range(clients * streams)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return Run(sum(counts) - len(errors), time.monotonic() - t0, [], errors[:5])
 
 
 class PyUnary:

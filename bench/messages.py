@@ -75,3 +75,28 @@ def stream_message(size: int = 256) -> bytes:
 def grpc_frame(message: bytes) -> bytes:
     """The gRPC length-prefixed framing h2load sends as the HTTP/2 body."""
     return struct.pack(">BI", 0, len(message)) + message
+
+
+def metadata_response() -> bytes:
+    """A GetModelMetadataResponse for model `bench`: signature serving_default with one
+    DT_FLOAT input `x` and output `y`, as the REST front's translation asks for it."""
+    from proxy.pb import serving_responses_pb2 as pb
+
+    sigs = pb.SignatureDefMap()
+    sig = sigs.signature_def["serving_default"]
+    sig.inputs["x"].dtype = DT_FLOAT
+    sig.outputs["y"].dtype = DT_FLOAT
+    response = pb.GetModelMetadataResponse()
+    response.model_spec.name = MODEL
+    packed = response.metadata["signature_def"]
+    packed.type_url = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+    packed.value = sigs.SerializeToString()
+    return response.SerializeToString()
+
+
+def rest_predict_body(floats: int = 36) -> bytes:
+    """The REST twin of `predict_request()`: the same 36 floats as JSON instances."""
+    import json
+
+    return json.dumps({"signature_name": "serving_default",
+                       "instances": [float(i) / 7.0 for i in range(floats)]}).encode()

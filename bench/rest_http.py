@@ -1,4 +1,4 @@
-"""Choose the REST front's HTTP server library by measurement; then the prototype's cost.
+"""Choose the REST front's HTTP server library by measurement (the library's cost alone).
 
     python -m bench.rest_http [--calls 2000]
 
@@ -6,8 +6,8 @@ Each server runs in its own process (so its CPU time can be read from /proc), ov
 with a required client certificate, answering a small predict body with a small JSON
 (the handler reads the whole body and returns a constant: the library's cost only). One
 client (httpx, one keep-alive connection, sequential calls) measures latency. Then the
-same client against the test backend's REST port directly (plaintext, a real model) and
-through the prototype (`proxy.rest`, native mode, mTLS) to that port.
+same client against the test backend's REST port directly (plaintext, a real model).
+tfgate's own REST front is measured by `python -m bench` (scenario `rest_predict`).
 Output: per server, server CPU µs per call and latency p50/p99 in ms.
 """
 
@@ -87,21 +87,6 @@ def run_hypercorn(d: Path, port: int) -> None:
     asyncio.run(serve(_asgi, config))
 
 
-def run_prototype(d: Path, port: int, upstream: str) -> None:
-    import asyncio
-
-    from proxy.rest.server import RestFront, allow_all, serve, server_tls
-    from proxy.rest.upstream import NativeUpstream
-
-    async def main() -> None:
-        tls = server_tls(str(d / "server.pem"), str(d / "server.key"), str(d / "ca.pem"))
-        await serve(RestFront(allow_all, NativeUpstream(f"http://{upstream}")), "127.0.0.1",
-                    port, tls)
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -142,15 +127,11 @@ def main() -> None:
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         d = Path(args.dir)
-        if args.serve == "prototype":
-            run_prototype(d, args.port, args.upstream)
-        else:
-            {"aiohttp": run_aiohttp, "uvicorn": run_uvicorn, "hypercorn": run_hypercorn}[
-                args.serve](d, args.port)
+        {"aiohttp": run_aiohttp, "uvicorn": run_uvicorn, "hypercorn": run_hypercorn}[
+            args.serve](d, args.port)
         return
     from tfgate_dev.devpki import DevPKI
     from tfgate_dev.testbackend.rest_process import start_rest_backend
@@ -167,14 +148,13 @@ def main() -> None:
           f"TLS 1.3 + client certificate (python {sys.version.split()[0]})")
     backend = start_rest_backend(record=False)
     try:
-        for port, kind in enumerate(("aiohttp", "uvicorn", "hypercorn", "prototype"), 18601):
+        for port, kind in enumerate(("aiohttp", "uvicorn", "hypercorn"), 18601):
             cmd = [sys.executable, "-m", "bench.rest_http", "--serve", kind, "--dir", str(d),
-                   "--port", str(port), "--upstream", backend.rest_address]
+                   "--port", str(port)]
             proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": os.getcwd()})
             try:
                 line = measure(f"https://localhost:{port}{PATH}", args.calls, tls, proc.pid)
-                label = "tfgate prototype -> backend" if kind == "prototype" else kind
-                print(f"{label:30s} {line}")
+                print(f"{kind:30s} {line}")
             finally:
                 proc.terminate()
                 proc.wait(10)

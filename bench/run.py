@@ -17,6 +17,7 @@ import os
 import pathlib
 import platform
 import resource
+import ssl
 import sys
 import tempfile
 import time
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import env as benv
-from bench.loadgen import PREDICT, H2Load, PyBidi, PyUnary, Run, have_h2load
+from bench.loadgen import PREDICT, H2Load, PyBidi, PyRest, PyUnary, Run, have_h2load
 from bench.procs import CpuMeter, Service
 
 
@@ -42,11 +43,15 @@ class Plan:
     soak_chunks: int
     soak_calls: int
     huge_calls: int
+    rest_c1: int
+    rest_sat_s: float
 
 
-QUICK = Plan(1000, 3, 100, 3, 1000, 3, 300, 2, 5, 2000, 2)
-FULL = Plan(4000, 8, 300, 8, 4000, 8, 2000, 5, 10, 5000, 3)
+QUICK = Plan(1000, 3, 100, 3, 1000, 3, 300, 2, 5, 2000, 2, 500, 2)
+FULL = Plan(4000, 8, 300, 8, 4000, 8, 2000, 5, 10, 5000, 3, 3000, 6)
 SMALL_SAT = (8, 8)     # h2load -c 8 -m 8: 64 calls in flight
+REST_SAT = (16, 1)     # 16 HTTP/1.1 connections, one call each in flight
+REST_PATH = "/v1/models/bench:predict"
 LARGE_SAT = (4, 2)     # 8 calls of 1 MiB in flight
 BIDI_SAT = (4, 16)     # 4 streams x 16 messages in flight
 
@@ -65,7 +70,7 @@ class Bench:
         self.use_h2load = args.loadgen == "h2load" or (args.loadgen == "auto" and have_h2load())
         self.errors: list[str] = []
         self.scenarios: dict[str, dict[str, Any]] = {
-            "small_predict": {}, "predict_1mib": {}, "bidi_stream": {}}
+            "small_predict": {}, "predict_1mib": {}, "bidi_stream": {}, "rest_predict": {}}
         self.extras: dict[str, Any] = {}
 
     # -- helpers -------------------------------------------------------------------
@@ -122,10 +127,31 @@ class Bench:
         foreign = max(0.0, (_box_busy_s() - box0) - ours)
         return result, cpu, round(100 * foreign / (wall * (os.cpu_count() or 1)), 1)
 
-    def unary(self, key: str, side: str, address: str, measured: Service, others: list[Service],
-              request: bytes, c1: int, sat_s: float, sat: tuple[int, int]) -> None:
+    def _rest_gen(self, address: str, side: str):
+        """REST predicts: plaintext to the REST backend, TLS + JWT through tfgate (native:
+        the backend's answer passes through; translated: tfgate writes the JSON)."""
+        from bench.messages import predict_response, rest_predict_body
+        from bench.rest_backend import ANSWER
+        from proxy.rest import translate_out
+
+        body = rest_predict_body()
+        expected = (translate_out.predict_json(predict_response(), True)
+                    if side == "translate" else ANSWER)
         through = side != "direct"
-        gen, tool = self._unary_gen(address, side.startswith(("proxy", "bare_")), request, key)
+        auth = [("authorization", f"Bearer {self.env.token}")] if through else []
+        if self.use_h2load:
+            url = f"{'https' if through else 'http'}://{address}{REST_PATH}"
+            return H2Load(url, self.env.body_file_raw("rest_predict", body), len(expected),
+                          [f"{k}: {v}" for k, v in auth], self.env.dir, h1=True), "h2load"
+        tls = ssl.create_default_context(cafile=str(self.env.ca)) if through else None
+        return PyRest(address, REST_PATH, body, expected, auth, tls), "python"
+
+    def unary(self, key: str, side: str, address: str, measured: Service, others: list[Service],
+              request: bytes, c1: int, sat_s: float, sat: tuple[int, int],
+              gen_tool: tuple[Any, str] | None = None) -> None:
+        through = side != "direct"
+        gen, tool = gen_tool or self._unary_gen(address, side.startswith(("proxy", "bare_")),
+                                                    request, key)
         where = f"{key}/{side}"
         self._check(where + " warm-up", gen.run(n=max(20, c1 // 4), clients=sat[0],
                                                   streams=sat[1]))
@@ -138,7 +164,10 @@ class Bench:
         self._check(where + " saturation", loaded)
         hop = {"direct": "plaintext h2c", "bare": "plaintext h2c, no checks",
                "bare_tls": "TLS, no checks (sync)", "bare_aio": "TLS, no checks (grpc.aio)",
-               "proxy": "TLS + JWT"}[side]
+               "proxy": "TLS + JWT", "translate": "TLS + JWT, to gRPC"}[side]
+        if key == "rest_predict":
+            hop = {"direct": "plaintext HTTP/1.1", "proxy": "TLS + JWT, HTTP/1.1 native",
+                   "translate": "TLS + JWT, HTTP/1.1 -> gRPC"}[side]
         self.scenarios[key][side] = self._result(
             tool, unloaded, loaded, cpu_c1, cpu_sat, measured, through, hop=hop,
             load=f"unloaded: 1 call at a time x {c1}; saturation: {sat[0]} connections x "
@@ -195,6 +224,26 @@ class Bench:
             out["peak_rss_mb"] = round(measured.peak_rss_mb(), 1)
             out["backend_cpu_us_per_call"] = per_call(cpu_sat[1], loaded)
         return out
+
+    def rest(self, side: str, address: str, measured: Service, others: list[Service]) -> None:
+        self.unary("rest_predict", side, address, measured, others, b"", self.plan.rest_c1,
+                   self.plan.rest_sat_s, REST_SAT, self._rest_gen(address, side))
+
+    def rest_sanity(self, address: str) -> None:
+        """The REST front refuses a call without a token and a model no rule grants."""
+        import httpx
+
+        from bench.messages import rest_predict_body
+        tls = ssl.create_default_context(cafile=str(self.env.ca))
+        auth = {"authorization": f"Bearer {self.env.token}"}
+        with httpx.Client(verify=tls, timeout=10, base_url=f"https://{address}") as c:
+            for name, path, headers, status in (
+                    ("no token", REST_PATH, {}, 401),
+                    ("other model", "/v1/models/not-granted:predict", auth, 403),
+                    ("allowed", REST_PATH, auth, 200)):
+                got = c.post(path, content=rest_predict_body(), headers=headers).status_code
+                if got != status:
+                    self.errors.append(f"REST sanity '{name}': expected {status}, got {got}")
 
     def mtls_small(self, side: str, address: str, measured: Service) -> None:
         """The mTLS hop with a Python client (h2load cannot present a certificate)."""
@@ -394,10 +443,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bench.mtls_small("direct", backend.address, backend)
     finally:
         backend.stop()
+    rest_backend = Service("rest-backend-direct", ["-m", "bench.rest_backend"], out, cpu=proxy_cpu)
+    try:
+        bench.rest("direct", rest_backend.address, rest_backend, [])
+    finally:
+        rest_backend.stop()
 
     log(f"proxy phase (bare forwarder, then tfgate {where(proxy_cpu)}; backend and load "
         f"generators {where(load_cpu)})")
     backend = Service("backend", backend_argv, out, cpu=load_cpu)
+    rest_backend = Service("rest-backend", ["-m", "bench.rest_backend"], out, cpu=load_cpu)
     workers = None
     try:
         if not args.no_bare:
@@ -415,17 +470,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         bench.huge(bare, "bare")
                 finally:
                     bare.stop()
-        with _proxy(args, env, backend, proxy_cpu, mtls=False, bench=bench) as proxy:
+        rest_port = benv.free_port()
+        with _proxy(args, env, backend, proxy_cpu, mtls=False, bench=bench,
+                    rest=("native", rest_port, rest_backend.address)) as proxy:
             workers = len(proxy.tree()) - 1 or 1
             bench.sanity(proxy, client_cert=False)
             bench.unary("small_predict", "proxy", proxy.address, proxy, [backend], env.small,
                         plan.small_c1, plan.small_sat_s, SMALL_SAT)
             bench.unary("predict_1mib", "proxy", proxy.address, proxy, [backend], env.large,
                         plan.large_c1, plan.large_sat_s, LARGE_SAT)
+            rest_address = f"127.0.0.1:{rest_port}"
+            bench.rest_sanity(rest_address)
+            bench.rest("proxy", rest_address, proxy, [rest_backend])
             if not args.no_memory:
                 bench.soak(proxy)
             if not args.no_attack:
                 bench.under_attack(proxy)
+        rest_port = benv.free_port()
+        with _proxy(args, env, backend, proxy_cpu, mtls=False, bench=bench,
+                    rest=("translate", rest_port, rest_backend.address),
+                    name="tfgate-rest-translate") as proxy:
+            bench.rest("translate", f"127.0.0.1:{rest_port}", proxy, [backend])
         with _proxy(args, env, backend, proxy_cpu, mtls=True, bench=bench) as proxy:
             bench.sanity(proxy, client_cert=True)
             bench.bidi("proxy", proxy.address, proxy, [backend])
@@ -434,6 +499,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 bench.huge(proxy, "proxy")
     finally:
         backend.stop()
+        rest_backend.stop()
     audit_lines = sum(1 for _ in env.audit.open()) if env.audit.exists() else 0
 
     for sides in bench.scenarios.values():
@@ -443,6 +509,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for bare in ("bare", "bare_tls", "bare_aio"):
             if sides.get(bare) and p:
                 sides[f"ratio_to_{bare}"] = _ratios(sides[bare], p)
+        if d and sides.get("translate"):
+            sides["ratio_translate"] = _ratios(d, sides["translate"])
     return {
         "tfgate_bench": 1,
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -466,9 +534,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _proxy(args: argparse.Namespace, env: benv.Env, backend: Service, cpu: int | None, *,
-           mtls: bool, bench: Bench) -> Iterator[Service]:
-    name = "tfgate-mtls" if mtls else "tfgate-tls"
-    cfg = benv.proxy_config(env, backend.address, benv.free_port(), mtls=mtls)
+           mtls: bool, bench: Bench, rest: tuple[str, int, str] | None = None,
+           name: str | None = None) -> Iterator[Service]:
+    name = name or ("tfgate-mtls" if mtls else "tfgate-tls")
+    cfg = benv.proxy_config(env, backend.address, benv.free_port(), mtls=mtls, rest=rest)
     argv = ["-m", "proxy.cli", "serve", "--config", str(benv.write_config(env, cfg, name))]
     if args.workers:
         argv += ["--workers", str(args.workers)]
@@ -518,17 +587,19 @@ def markdown(result: dict[str, Any]) -> str:
              "| CPU µs/call (unloaded) | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for key, sides in result["scenarios"].items():
-        for side in ("direct", "bare", "bare_tls", "bare_aio", "proxy"):
+        for side in ("direct", "bare", "bare_tls", "bare_aio", "proxy", "translate"):
             s = sides.get(side)
             if not s:
                 continue
-            who = {"direct": "backend", "proxy": "tfgate"}.get(side, "bare fwd")
+            who = {"direct": "backend", "proxy": "tfgate", "translate": "tfgate"}.get(
+                side, "bare fwd")
             lines.append(f"| {key} | {side} | {s['hop']} | {s['loadgen']} | {_f(s['p50_ms'])} "
                          f"| {_f(s['p99_ms'])} | {_f(s['rps'], 0)} | {who} {_f(s['cpu_us_per_call'], 0)} "
                          f"| {_f(s['cpu_us_per_call_unloaded'], 0)} | {_f(s.get('peak_rss_mb'), 1)} |")
         for rkey, label in (("ratio", "proxy/direct"), ("ratio_to_bare", "proxy/bare"),
                             ("ratio_to_bare_tls", "proxy/bare_tls"),
-                            ("ratio_to_bare_aio", "proxy/bare_aio")):
+                            ("ratio_to_bare_aio", "proxy/bare_aio"),
+                            ("ratio_translate", "translate/direct")):
             r = sides.get(rkey)
             if r:
                 lines.append(f"| {key} | {label} | | | ×{_f(r['p50'], 2)} "

@@ -2,9 +2,11 @@
 
 A call walks one pipeline, a module per stage, in this order:
 
-1. transport (`tls.py`, `server.py`): the listener terminates TLS, by default requiring a
-   client certificate that chains to the configured CA (mTLS). `server.py` is the gRPC
-   front; it hands each call to the admission path and then to forward.
+1. transport (`tls.py`, `server.py`, `rest/`): the listener terminates TLS, by default
+   requiring a client certificate that chains to the configured CA (mTLS). `server.py`
+   is the gRPC front, `rest/` the REST front (ModelServer's HTTP/JSON API, judged as the
+   gRPC method each path stands for); each hands every call to the admission path, then
+   to forward, and ends it through `boundary.py`.
 2. authenticate (`authn/`): the verified client certificate (SPIFFE ID, DNS SANs, CN)
    and/or a bearer JWT from `authorization` metadata become a `Principal`.
 3. route (`routing.py`): the path must be a method of an enabled family (`families/`: TF

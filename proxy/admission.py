@@ -1,7 +1,7 @@
 """Admission: every check a call must pass before it may be forwarded, for any front.
 
     start:   authenticate → route → authorize the method → a concurrency slot
-    inspect: parse a request message into Facts → authorize them → size limits
+    inspect: parse a request message into Facts → judge: authorize them → size limits
     admit:   rate → upstream → upstream metadata and timeout
 
 No transport here (no grpc import): a front (the gRPC server, the REST listener) hands
@@ -62,7 +62,12 @@ def start(state: State, call: Call, request: Request, lease: Lease) -> Method:
 
 
 def inspect(state: State, call: Call, method: Method, message: bytes) -> Facts:
-    facts = method.inspect(message)
+    return judge(state, call, method, method.inspect(message))
+
+
+def judge(state: State, call: Call, method: Method, facts: Facts) -> Facts:
+    """Authorize a request's facts and check their sizes: `inspect` after parsing, and
+    the REST front with the facts it read from JSON (the same policy and the same caps)."""
     call.facts = facts  # before any check: a refusal is audited with what it addressed
     _authorize(state, call, method, facts)
     state.limits.check(facts)

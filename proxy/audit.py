@@ -51,6 +51,8 @@ def event_fields(call: Call) -> dict[str, Any]:
         "messages_out": call.messages_out,
         "upstream": call.upstream,
     }
+    if call.http_status is not None:
+        fields["http_status"] = call.http_status
     if call.code is not Code.OK:
         fields["detail"] = call.detail
     for key in _CALLER_TEXT:

@@ -11,10 +11,23 @@ forwarded). docs/hostile-networks.md lists every bound with its default and reas
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from proxy import config
 from proxy.errors import Reason, Reject
+
+
+class ListenerLimits(Protocol):
+    """The keys `Bounds` reads: `listen` has them, and so has `rest`."""
+
+    @property
+    def receive_timeout_s(self) -> float: ...
+    @property
+    def max_calls(self) -> int: ...
+    @property
+    def max_calls_per_peer(self) -> int: ...
+    @property
+    def max_buffered_bytes(self) -> int: ...
 
 
 def grpc_options(listen: config.Listen, *, reuse_port: bool) -> list[tuple[str, Any]]:
@@ -62,13 +75,14 @@ class Bounds:
     """Per-process counts the front keeps for the listener's bounds. Single-threaded: the
     event loop is the only caller."""
 
-    def __init__(self, listen: config.Listen) -> None:
+    def __init__(self, listen: ListenerLimits, section: str = "listen") -> None:
+        self.section = section  # named in refusals: listen.max_calls, rest.max_calls
         self.configure(listen)
         self.calls = 0
         self.per_peer: dict[str, int] = {}
         self.buffered = 0
 
-    def configure(self, listen: config.Listen) -> None:
+    def configure(self, listen: ListenerLimits) -> None:
         """Take these bounds from `listen` (at start, and on a reload: unlike the gRPC
         options above, they are tfgate's own counts and can change while serving)."""
         self.receive_timeout_s = listen.receive_timeout_s
@@ -82,10 +96,10 @@ class Bounds:
         held = self.per_peer.get(host, 0)
         if self.calls >= self._max_calls:
             raise Reject(Reason.OVERLOADED, f"{self._max_calls} calls in flight "
-                         "(listen.max_calls)")
+                         f"({self.section}.max_calls)")
         if held >= self._max_per_peer:
             raise Reject(Reason.OVERLOADED, f"{self._max_per_peer} calls in flight from "
-                         "this address (listen.max_calls_per_peer)")
+                         f"this address ({self.section}.max_calls_per_peer)")
         self.per_peer[host] = held + 1
         self.calls += 1
         return host
@@ -102,7 +116,7 @@ class Bounds:
         """Count `size` received bytes until `release_bytes`; refuse past the budget."""
         if self.buffered + size > self._max_buffered:
             raise Reject(Reason.OVERLOADED, f"request bytes held would exceed "
-                         f"{self._max_buffered} (listen.max_buffered_bytes)")
+                         f"{self._max_buffered} ({self.section}.max_buffered_bytes)")
         self.buffered += size
         return size
 

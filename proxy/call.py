@@ -150,6 +150,7 @@ class Call:
     ended: float | None = None
     limit: str | None = None           # the limit a limit refusal names
     shadow: ShadowVerdict | None = None
+    http_status: int | None = None  # the REST front's answer; None for gRPC calls
 
     def latency_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000.0

@@ -76,25 +76,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve(cfg, args, cpu=args.worker_cpu, shared_port=True,
                       runtime=_worker_runtime(cfg, args))
     plan = workers.plan(args.workers, pin=not args.no_pin)
-    kind, _, port = parse_address(cfg.listen.address)
-    shareable = kind == "tcp" and bool(port)
-    if plan.workers > 1 and not shareable and args.workers is None:
-        log.info("one process", reason="listen.address cannot be shared by workers",
-                 address=cfg.listen.address)
+    addresses = {"listen.address": cfg.listen.address}
+    if cfg.rest is not None:
+        addresses["rest.address"] = cfg.rest.address
+    unshared = next((key for key, address in addresses.items() if not _shareable(address)), None)
+    if plan.workers > 1 and unshared and args.workers is None:
+        log.info("one process", reason=f"{unshared} cannot be shared by workers",
+                 address=addresses[unshared])
         plan = workers.plan(1, pin=not args.no_pin)
-    if plan.workers > 1 and not shareable:
-        raise ConfigError("listen.address", f"--workers {plan.workers} needs a fixed TCP port "
+    if plan.workers > 1 and unshared:
+        raise ConfigError(unshared, f"--workers {plan.workers} needs a fixed TCP port "
                           "that the workers share (port 0 and unix sockets cannot be shared); "
                           "set one or use --workers 1")
     if plan.workers == 1:
-        _check_port(cfg.listen.address, claim=False)
+        for address in addresses.values():
+            _check_port(address, claim=False)
         return _serve(cfg, args, cpu=plan.cpus[0], shared_port=False)
-    claim = _check_port(cfg.listen.address, claim=True)  # held while the workers run
-    try:
+    claims = [_check_port(address, claim=True) for address in addresses.values()]
+    try:  # the claims are held while the workers run
         return _supervise(cfg, args, plan)
     finally:
-        if claim is not None:
-            claim.release()
+        for claim in claims:
+            if claim is not None:
+                claim.release()
+
+
+def _shareable(address: str) -> bool:
+    kind, _, port = parse_address(address)
+    return kind == "tcp" and bool(port)
 
 
 def _check_port(address: str, *, claim: bool) -> ports.PortClaim | None:
@@ -152,6 +161,7 @@ def _serve(cfg: Config, args: argparse.Namespace, *, cpu: int | None, shared_por
     gc.collect()
     gc.freeze()  # start-up objects never change: keep them out of every later collection
     log.info("start", address=server.address, config=str(args.config), pid=os.getpid(),
+             **({} if server.rest is None else {"rest": server.rest.address}),
              **({} if cpu is None else {"cpu": cpu}))
     if args.ready_file:
         args.ready_file.write_text(server.address + "\n")

@@ -9,11 +9,11 @@ for its body. No call holds a thread; an idle stream costs a few KB.
 
 Each call takes the runtime's current State once, at its start. `_Boundary` is the one
 place where a Reject becomes a gRPC status (the code from `errors.STATUS`) and anything
-unexpected becomes INTERNAL (the call is then never forwarded); every call leaves it by
-freeing what it holds, counting its outcome (metrics.py), writing its audit event and
-leaving its State. The listener's own bounds (docs/hostile-networks.md) are in
-`bounds.py`. `grpc.health.v1.Health` is answered by tfgate itself (health.py), before
-admission: no credentials, no rule.
+unexpected becomes INTERNAL (the call is then never forwarded); every call leaves it
+through `boundary.CallScope`, shared with the REST front: freeing what it holds, counting
+its outcome (metrics.py), writing its audit event and leaving its State. The listener's
+own bounds (docs/hostile-networks.md) are in `bounds.py`. `grpc.health.v1.Health` is
+answered by tfgate itself (health.py), before admission: no credentials, no rule.
 """
 
 from __future__ import annotations
@@ -25,14 +25,13 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from proxy import admission, forward, health, metrics, oplog, shadow
+from proxy import admission, forward, health, oplog
 from proxy.admission import Request
+from proxy.boundary import CallScope
 from proxy.bounds import Bounds, grpc_options
-from proxy.call import Call
 from proxy.config import Config
 from proxy.errors import Code, Reason, Reject, malformed
 from proxy.families import Kind, Method
-from proxy.limits import Lease
 from proxy.loop import LoopThread
 from proxy.ports import ListenError
 from proxy.readiness import Readiness
@@ -148,28 +147,22 @@ class Gateway(grpc.GenericRpcHandler):
                 await context.write(response)
 
 
-class _Boundary:
-    """One call, from its headers to its status: admission with the listener's bounds,
-    and the one place where a Reject becomes a status and anything unexpected INTERNAL."""
+class _Boundary(CallScope):
+    """One gRPC call, from its headers to its status: admission with the listener's
+    bounds, and the one place where a Reject becomes a gRPC status (the transport-neutral
+    rest of a call's end is `CallScope`'s)."""
 
     def __init__(self, gateway: Gateway, context: grpc.aio.ServicerContext, path: str) -> None:
-        self.runtime = gateway.runtime
-        self.bounds = gateway.bounds
+        super().__init__(gateway.runtime, gateway.bounds, path, context.peer())
         self.context = context
-        self.state: State = self.runtime.enter()  # read once: a reload never changes it
-        self.call = Call(path, context.peer())
-        metrics.call_started()  # ended by `_observe`
-        self.lease = Lease()
         self.request: Request | None = None
-        self._peer: str | None = None
-        self._held = 0  # buffered request bytes this call counts against the budget
 
     async def __aenter__(self) -> _Boundary:
         return self
 
     def start(self) -> Method:
         """The headers: the peer's share, then admission's start stage."""
-        self._peer = self.bounds.enter(self.call.peer)
+        self.enter_peer()
         self.request = request_of(self.context, self.call.method)
         return admission.start(self.state, self.call, self.request, self.lease)
 
@@ -197,7 +190,7 @@ class _Boundary:
     async def next_message(self) -> bytes | None:
         """A client stream's next message; the previous one has been written upstream.
         No timeout: a TF client's stream may idle for as long as the client lives."""
-        self._release_held()
+        self.release_held()
         return await self._read(None)
 
     def checker(self, method: Method) -> forward.Check:
@@ -214,15 +207,10 @@ class _Boundary:
                          f"{timeout:g} s (listen.receive_timeout_s)") from None
         if message is grpc.aio.EOF:
             return None
-        self._held = self.bounds.hold_bytes(len(message))
+        self.hold_bytes(len(message))
         self.call.bytes_in += len(message)
         self.call.messages_in += 1
         return message
-
-    def _release_held(self) -> None:
-        held, self._held = self._held, 0
-        if held:
-            self.bounds.release_bytes(held)
 
     def sent(self, response: bytes) -> None:
         self.call.bytes_out += len(response)
@@ -231,60 +219,14 @@ class _Boundary:
     async def __aexit__(self, kind: type | None, exc: BaseException | None, _tb: object) -> bool:
         refusal: Reject | None = None
         try:
-            refusal = self._outcome(exc)
+            if not isinstance(exc, grpc.aio.AbortError):  # else: already answered
+                refusal = self.outcome(exc)
         finally:
-            self._finish()
+            self.finish()
         if refusal is not None:
             trailers = refusal.trailers if isinstance(refusal, forward.UpstreamFailed) else ()
             await self.context.abort(grpc_status(refusal.code), refusal.message, trailers)
         return False
-
-    def _outcome(self, exc: BaseException | None) -> Reject | None:
-        """Record how the call ended; the Reject to answer with, if any."""
-        call = self.call
-        if exc is None:
-            return None
-        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-            call.code, call.reason, call.detail = Code.CANCELLED, Reason.CANCELLED, "cancelled"
-            return None
-        if isinstance(exc, grpc.aio.AbortError):
-            return None  # already answered
-        if isinstance(exc, Reject):
-            refusal = exc
-        else:
-            log.error("internal error", method=call.method, exc_info=exc)
-            refusal = Reject(Reason.INTERNAL_ERROR, "internal error",
-                             detail=f"{type(exc).__name__}: {exc}")
-        call.code, call.reason, call.detail = refusal.code, refusal.reason, refusal.detail
-        call.limit = getattr(refusal, "limit", None)  # limits.LimitExceeded names it
-        return refusal
-
-    def _finish(self) -> None:
-        """Free everything the call holds; each step runs even if another fails."""
-        self.call.ended = time.monotonic()
-        for step in (self.lease.release, self._release_held, self._leave_peer,
-                     self._count, self._observe, self._audit):
-            try:
-                step()
-            except Exception:
-                log.exception("finishing a call failed", method=self.call.method)
-        self.runtime.leave(self.state)
-
-    def _leave_peer(self) -> None:
-        peer, self._peer = self._peer, None
-        if peer is not None:
-            self.bounds.leave(peer)
-
-    def _count(self) -> None:
-        self.state.shared.outcomes.add(self.call.reason.value)
-
-    def _observe(self) -> None:
-        metrics.observe(self.call, self.state.labels)
-        shadow.log_difference(self.call)
-
-    def _audit(self) -> None:
-        if self.state.audit is not None:
-            self.state.audit.emit(self.call)
 
 
 class AsyncServer:

@@ -9,13 +9,15 @@ new TLS handshakes use the new certificates, and a config that fails leaves the 
 force. Keys that only take effect at start (`RESTART_ONLY`) are kept as they were, and
 the reload names them. Every reload, and the start, drain and stop, logs one line.
 
-The fronts are the gRPC listener and, when `admin.enabled`, the admin listener
-(admin.py); both answer health from one `Readiness`, which says "draining" as soon as
-stopping begins. Before they start, each issuer whose keys come from a URL gets its
-first fetch (bounded by its timeout), so the first tokens do not meet an empty key set.
+The fronts are the gRPC listener, the REST one with a `rest:` section (`rest/server.py`),
+and, when `admin.enabled`, the admin listener (admin.py); the gRPC and admin listeners
+answer health from one `Readiness`, which says "draining" as soon as stopping begins.
+Before they start, each issuer whose keys come from a URL gets its first fetch (bounded by
+its timeout), so the first tokens do not meet an empty key set.
 
 Hooks for monitoring (metrics.py reads them): `reloads` counts outcomes (`ok`,
-`refused`), `last_reload` is the latest `ReloadOutcome`, `reload_listeners` are called with each outcome, and
+`refused`), `last_reload` is the latest `ReloadOutcome`, `reload_listeners` are called
+with each outcome, and
 `certificates()` lists every certificate in use with its expiry.
 """
 
@@ -26,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from proxy import metrics, oplog, watch
 from proxy.admin import AdminServer
@@ -39,6 +41,9 @@ from proxy.runtime import Runtime
 from proxy.server import AsyncServer
 from proxy.state import State, build_state
 from proxy.tls import CertificateInUse, ServerTLS, upstream_certificates
+
+if TYPE_CHECKING:
+    from proxy.rest.server import RestServer
 
 log = oplog.get_logger()
 
@@ -69,6 +74,12 @@ RESTART_ONLY = (
     "server.watch_interval_s",            # the watcher's period
     "admin.enabled",                      # the admin listener's socket
     "admin.address",
+    # the REST listener's socket and server (of `rest:`, only the body caps, JSON bounds
+    # and upstream mode follow a reload; a section added or removed is restart-only)
+    "rest.address", "rest.tls", "rest.plaintext", "rest.max_connections",
+    "rest.max_header_bytes", "rest.max_headers", "rest.idle_timeout_s",
+    "rest.handshake_timeout_s", "rest.receive_timeout_s", "rest.max_calls",
+    "rest.max_calls_per_peer", "rest.max_buffered_bytes", "rest.parse",
 )
 
 
@@ -80,8 +91,16 @@ def _value(cfg: Config, key: str) -> object:
 
 
 def restart_only_changes(old: Config, new: Config) -> list[str]:
-    """The restart-only keys whose value differs between two configs."""
-    return [key for key in RESTART_ONLY if _value(old, key) != _value(new, key)]
+    """The restart-only keys whose value differs between two configs; an optional section
+    added or removed (`rest`) counts as its own key."""
+    changed = []
+    for key in RESTART_ONLY:
+        section = key.split(".")[0]
+        if (getattr(old, section) is None) != (getattr(new, section) is None):
+            changed.append(section)
+        elif _value(old, key) != _value(new, key):
+            changed.append(key)
+    return list(dict.fromkeys(changed))
 
 
 @dataclass(frozen=True)
@@ -125,6 +144,12 @@ class Service:
         self.last_reload: ReloadOutcome | None = None
         self.reload_listeners: list[Callable[[ReloadOutcome], None]] = []
         self._certificates: list[CertificateInUse] = []
+        self.rest: RestServer | None = None
+        if cfg.rest is not None:
+            from proxy.rest.server import RestServer  # aiohttp only where REST is served
+
+            self.rest = RestServer(cfg, self.runtime, reuse_port=reuse_port)
+            self.fronts.append(self.rest)
         self._loop = LoopThread.shared()
         self._reloading = threading.Lock()  # one reload at a time
         self._swap_lock = threading.Lock()  # a swap and the stop exclude each other

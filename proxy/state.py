@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from proxy import config
 from proxy.audit import AuditLog, open_sink
@@ -27,6 +28,9 @@ from proxy.metrics import Labels
 from proxy.policy import Policy
 from proxy.routing import MethodTable, UpstreamRouter
 from proxy.shadow import Shadow
+
+if TYPE_CHECKING:
+    from proxy.rest.upstream import RestUpstreams
 
 
 @dataclass
@@ -56,8 +60,11 @@ class State:
     shadow: Shadow | None = None
     labels: Labels = field(default_factory=lambda: Labels((), ()))
     remote_keys: tuple[RemoteKeySet, ...] = ()
+    rest: RestUpstreams | None = None  # the REST front's upstreams, with `rest:` only
 
     def close(self) -> None:
+        if self.rest is not None:
+            self.rest.close()
         for upstream in self.upstreams.values():
             upstream.close()
         if self.audit is not None:
@@ -83,9 +90,13 @@ def build_state(cfg: config.Config, shared: Shared | None = None, *, connect: bo
     except ConfigError:
         _release(shared, remote.values())
         raise
+    audit: AuditLog | None = None
     try:
         audit = _audit(cfg) if connect else None
+        rest = _rest(cfg, upstreams, methods) if connect and cfg.rest else None
     except ConfigError:
+        if audit is not None:
+            audit.close()
         for made in upstreams.values():
             made.close()
         _release(shared, remote.values())
@@ -105,7 +116,34 @@ def build_state(cfg: config.Config, shared: Shared | None = None, *, connect: bo
         shadow=shadow,
         labels=Labels(methods.methods, _model_names(cfg)),
         remote_keys=tuple(remote.values()),
+        rest=rest,
     )
+
+
+def _rest(cfg: config.Config, upstreams: dict[str, Upstream],
+          methods: MethodTable) -> RestUpstreams:
+    from proxy.rest.upstream import RestUpstreams  # aiohttp only where REST is served
+
+    return RestUpstreams(cfg, upstreams, methods)
+
+
+def _upstreams(cfg: config.Config) -> dict[str, Upstream]:
+    upstreams: dict[str, Upstream] = {}
+    for name, up in cfg.upstreams.items():
+        try:
+            upstreams[name] = Upstream(name, up)
+        except (OSError, ValueError) as exc:
+            for made in upstreams.values():
+                made.close()
+            raise ConfigError(f"upstreams.{name}", f"cannot set up channel: {exc}") from None
+    return upstreams
+
+
+def _audit(cfg: config.Config) -> AuditLog:
+    try:
+        return AuditLog(open_sink(cfg.audit.output))
+    except OSError as exc:
+        raise ConfigError("audit.output", f"cannot open: {exc.strerror}") from None
 
 
 def _remote_keys(cfg: config.Config, shared: Shared) -> dict[str, RemoteKeySet]:
@@ -131,22 +169,3 @@ def _model_names(cfg: config.Config) -> list[str]:
     """Every model pattern the config writes (metrics keep the literal ones as labels)."""
     rules = [*cfg.policy.rules, *(cfg.shadow_policy.rules if cfg.shadow_policy else [])]
     return [m for r in rules for m in r.models] + [m for r in cfg.routes for m in r.models]
-
-
-def _upstreams(cfg: config.Config) -> dict[str, Upstream]:
-    upstreams: dict[str, Upstream] = {}
-    for name, up in cfg.upstreams.items():
-        try:
-            upstreams[name] = Upstream(name, up)
-        except (OSError, ValueError) as exc:
-            for made in upstreams.values():
-                made.close()
-            raise ConfigError(f"upstreams.{name}", f"cannot set up channel: {exc}") from None
-    return upstreams
-
-
-def _audit(cfg: config.Config) -> AuditLog:
-    try:
-        return AuditLog(open_sink(cfg.audit.output))
-    except OSError as exc:
-        raise ConfigError("audit.output", f"cannot open: {exc.strerror}") from None

@@ -153,3 +153,13 @@ def raw_backend():
     backend = RawBackend()
     yield backend
     backend.stop()
+
+
+@pytest.fixture(scope="session")
+def rest_backend():
+    """One TF-backed stand-in with ModelServer's REST API too (gRPC port and REST port,
+    one request record), for the whole session."""
+    from tfgate_dev.testbackend.rest_process import start_rest_backend
+
+    with start_rest_backend() as process:
+        yield process

@@ -30,14 +30,17 @@ def _temp_dir(output: str) -> pathlib.Path:
 @pytest.mark.tf
 class TestDemo:
     def test_demo_shows_allowed_and_refused_calls(self):
-        """Every step passes: one real Predict result, six refusals the model server never
-        saw, their audit lines; exit 0 and no temporary files left behind."""
+        """Every step passes: one real Predict result over gRPC and one over REST, seven
+        refusals the model server never saw, their audit lines; exit 0 and no temporary
+        files left behind."""
         done = subprocess.run(COMMAND, capture_output=True, text=True, timeout=300, env=ENV)
         out = done.stdout
         assert done.returncode == 0, out + done.stderr[-3000:]
         assert "✔ ALLOWED  x = [1, 2, 3] -> y = [3.5, 4.0, 4.5]" in out
-        assert out.count("✘ REFUSED") == 6
-        assert out.count("the model server never saw it") == 6
+        assert '✔ ALLOWED  POST :predict {"instances": [1, 2, 3]} -> {"predictions": [3.5, 4.0, 4.5]}' in out
+        assert re.search(r"✘ REFUSED  HTTP 413: body > max 16777216 bytes decoded", out)
+        assert out.count("✘ REFUSED") == 7
+        assert out.count("the model server never saw it") == 7
         assert "UNAUTHENTICATED: token has expired" in out
         # the expired token's refusal is audited with the certificate that verified
         assert re.search(rf"^  \S+ deny +token-expired +Predict +- +{demo.TEAM_A}$", out,
@@ -48,7 +51,7 @@ class TestDemo:
         assert "HandleReloadConfigRequest is not allowed" in out
         assert re.search(r"(RESOURCE_EXHAUSTED|INVALID_ARGUMENT): .*1000000000", out)
         for reason in ("allowed", "model-not-allowed", "signature-not-allowed",
-                       "method-not-allowed"):
+                       "method-not-allowed", "limit-exceeded"):
             assert re.search(rf"^  \S+ (allow|deny) +{reason} ", out, re.MULTILINE), reason
         assert "FAIL" not in out
         assert "every step behaved as described" in out

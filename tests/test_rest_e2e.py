@@ -1,65 +1,56 @@
-"""REST front end to end: httpx over real TLS with a client certificate, the prototype
-listener, and the TensorFlow-backed backend's REST port (native) or gRPC port (translated).
-Refused requests must leave no record at the backend."""
+"""REST front end to end: tfgate's Service (gRPC and REST fronts, the real admission path)
+in front of the TensorFlow-backed backend's REST port (native) or gRPC port (translate),
+called with httpx over real mTLS. Answers match ModelServer's REST API in both modes; every
+ACL dimension is enforced; hostile bodies are refused before upstream (the backend records
+nothing); every call leaves one audit line shaped like a gRPC call's."""
 
 from __future__ import annotations
 
 import base64
 import gzip
 import json
-import ssl
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
-from proxy.call import Facts
-from proxy.rest.background import RestInThread
-from proxy.rest.server import Decision, PrincipalInputs, server_tls
-from tfgate_dev.testbackend.rest_process import start_rest_backend
+from proxy.pb import serving_pb2
+from tests import resthelp as rh
+from tests.conftest import base_config
 
 pytestmark = pytest.mark.tf
+PARITY = {"name": "parity", "principals": {"cn": ["legacy-client"]},
+          "methods": ["Predict", "Classify", "Regress", "GetModelMetadata", "GetModelStatus"],
+          "models": ["*"]}
 
 
-@pytest.fixture(scope="module")
-def rest_backend():
-    with start_rest_backend() as process:
-        yield process
+class Proxy:
+    def __init__(self, service: Any, mode: str, audit: Any) -> None:
+        self.service, self.mode, self.audit = service, mode, audit
+        self.port = rh.rest_port(service)
+
+    def events(self) -> list[dict[str, Any]]:
+        return rh.audit_events(self.audit, 0, timeout=0)
+
+    def new_events(self, before: int, count: int = 1) -> list[dict[str, Any]]:
+        return rh.audit_events(self.audit, before + count)[before:]
 
 
-class Seen:
-    """An admit stub that records what it was given and allows everything."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[PrincipalInputs, str, Facts]] = []
-
-    def __call__(self, who: PrincipalInputs, method: str, facts: Facts) -> Decision:
-        self.calls.append((who, method, facts))
-        return Decision()
-
-
-@pytest.fixture(params=["native", "translated"])
-def front(request, pki, rest_backend) -> Iterator[tuple[RestInThread, Seen]]:
-    tls = server_tls(str(pki.server.cert_path), str(pki.server.key_path),
-                     str(pki.ca.ca.cert_path))
-    seen = Seen()
-    where = ({"rest_upstream": rest_backend.rest_address} if request.param == "native"
-             else {"grpc_upstream": rest_backend.address})
-    with RestInThread(seen, tls, **where) as running:
-        rest_backend.clear_records()
-        yield running, seen
+@pytest.fixture(scope="module", params=["native", "translate"])
+def proxy(request, pki, signing, rest_backend, tmp_path_factory) -> Iterator[Proxy]:
+    audit = tmp_path_factory.mktemp("audit") / f"{request.param}.jsonl"
+    cfg = rh.rest_config(base_config(pki, signing, rest_backend.address), rest_backend,
+                         request.param, audit)
+    cfg["policy"]["rules"].append(PARITY)
+    with rh.running_service(cfg) as service:
+        yield Proxy(service, request.param, audit)
 
 
-def client(pki, port: int, cert=True) -> httpx.Client:
-    context = ssl.create_default_context(cafile=str(pki.ca.ca.cert_path))
-    if cert:
-        context.load_cert_chain(str(pki.alice.cert_path), str(pki.alice.key_path))
-    return httpx.Client(verify=context, base_url=f"https://localhost:{port}", timeout=30)
-
-
-def direct(rest_backend, method: str, path: str, body=None) -> httpx.Response:
-    with httpx.Client(base_url=f"http://{rest_backend.rest_address}", timeout=30) as c:
-        return c.request(method, path, json=body)
+@pytest.fixture
+def clean(rest_backend):
+    rest_backend.clear_records()
+    return rest_backend
 
 
 CALLS = [
@@ -79,95 +70,187 @@ CALLS = [
 
 
 @pytest.mark.parametrize("method, path, payload", CALLS)
-def test_same_answer_as_modelserver_rest(front, pki, rest_backend, method, path, payload) -> None:
-    """Through tfgate (either mode) the client gets what the backend's REST port answers."""
-    running, seen = front
-    with client(pki, running.port) as c:
+def test_same_answer_as_modelserver_rest(proxy, pki, clean, method, path, payload) -> None:
+    """Through tfgate, native or translated, the client gets what ModelServer's REST port
+    answers (status and JSON), and the call reached the backend (translated, a signature
+    the model does not have is refused from the cached signatures, as ModelServer does)."""
+    with rh.client(pki, proxy.port, pki.cn_client) as c:
         got = c.request(method, path, json=payload)
-    want = direct(rest_backend, method, path, payload)
-    assert got.status_code == want.status_code
+    cached = proxy.mode == "translate" and payload and payload.get("signature_name") == "nope"
+    assert cached or clean.records(), "nothing reached the backend"
+    want = rh.direct(clean, method, path, payload)
+    assert got.status_code == want.status_code, got.text
     if want.status_code == 200:
         assert got.json() == want.json()
     else:
-        assert "error" in got.json()
-    assert seen.calls and seen.calls[0][1].startswith("/tensorflow.serving.")
+        assert set(got.json()) == {"error"}
 
 
-def test_admit_gets_principal_inputs_and_facts(front, pki) -> None:
-    running, seen = front
-    with client(pki, running.port) as c:
-        r = c.post("/v1/models/half_plus_two/labels/stable:predict",
-                   json={"signature_name": "times_three", "instances": [[1.0, 2.0]]},
-                   headers={"Authorization": "Bearer abc"})
-    assert r.status_code in (200, 400)  # shape [1,2] is not [None]: the model may refuse
-    (who, method, facts), = seen.calls
-    assert who.peer_cert_der and b"team-a" in who.peer_cert_der
-    assert who.authorization == ("Bearer abc",)
-    assert method == "/tensorflow.serving.PredictionService/Predict"
-    assert facts.targets[0].label == "stable" and facts.targets[0].signature == "times_three"
-    assert facts.tensors[0].shape == (1, 2)
+def test_allowed_predict_returns_the_models_output(proxy, pki, clean) -> None:
+    before = len(proxy.events())
+    with rh.client(pki, proxy.port) as c:
+        r = c.post(rh.PREDICT_PATH, json={"instances": [1.0, 2.0, 3.0]})
+    assert r.status_code == 200 and r.json() == {"predictions": [3.5, 4.0, 4.5]}  # v2: x/2+3
+    (event,) = proxy.new_events(before)
+    assert (event["decision"], event["reason"], event["status"], event["http_status"]) == (
+        "allow", "allowed", "OK", 200)
+    assert event["method"] == "/tensorflow.serving.PredictionService/Predict"
+    assert (event["model"], event["version"], event["signature"], event["rule"]) == (
+        "half_plus_two", "latest", "serving_default", "team-a-predict")
+    assert event["principal"] == "spiffe://tfgate.test/team-a/alice"
+    assert event["peer"].startswith("ipv4:127.0.0.1:") and event["upstream"] == "serving"
+    assert event["bytes_in"] == len(r.request.content) and event["bytes_out"] == len(r.content)
 
 
-def test_no_client_certificate_no_connection(front, pki) -> None:
-    running, _ = front
-    with client(pki, running.port, cert=False) as c, pytest.raises(httpx.HTTPError):
-        c.post("/v1/models/half_plus_two:predict", json={"instances": [1.0]})
+ACL = [  # who, path, body, reason
+    ("alice", "/v1/models/other_model:predict", {"instances": [1.0]}, "model-not-allowed"),
+    ("alice", "/v1/models/half_plus_two/versions/3:predict", {"instances": [1.0]},
+     "version-not-allowed"),
+    ("alice", "/v1/models/half_plus_two/labels/beta:predict", {"instances": [1.0]},
+     "version-not-allowed"),
+    ("alice", "/v1/models/half_plus_two:predict",
+     {"signature_name": "times_three", "instances": [1.0]}, "signature-not-allowed"),
+    ("bob", "/v1/models/other_model:regress", {"examples": [{"x": 1.0}]}, "method-not-allowed"),
+    ("bob", "/v1/models/other_model/metadata", None, "method-not-allowed"),
+    ("dns_client", rh.PREDICT_PATH, {"instances": [1.0]}, "no-rule-for-principal"),
+]
 
 
-def refused_cases() -> list[tuple[str, bytes, dict[str, str], int]]:
+@pytest.mark.parametrize("who, path, payload, reason", ACL, ids=[a[3] + ":" + a[1] for a in ACL])
+def test_every_acl_dimension(proxy, pki, clean, who, path, payload, reason) -> None:
+    """403 in ModelServer's error shape, the reason audited, nothing forwarded."""
+    before = len(proxy.events())
+    with rh.client(pki, proxy.port, who) as c:
+        r = c.request("POST" if payload else "GET", path, json=payload)
+    assert r.status_code == 403 and set(r.json()) == {"error"}, r.text
+    (event,) = proxy.new_events(before)
+    assert (event["reason"], event["decision"], event["http_status"]) == (reason, "deny", 403)
+    assert event["status"] == "PERMISSION_DENIED" and event["detail"] == r.json()["error"]
+    assert clean.records() == []
+
+
+def hostile_bodies() -> list[tuple[str, bytes, dict[str, str], int, str]]:
     bomb = gzip.compress(b" " * (64 << 20))  # 64 MiB of spaces, ~64 KiB on the wire
     deep = b'{"instances": ' + b"[" * 5000 + b"1" + b"]" * 5000 + b"}"
+    blob = base64.b64encode(b"\0" * (2 << 20))
     return [
-        ("gzip bomb", bomb, {"Content-Encoding": "gzip"}, 413),
-        ("deep JSON", deep, {}, 400),
+        ("gzip bomb", bomb, {"Content-Encoding": "gzip"}, 413, "max_body_bytes"),
+        ("deep JSON", deep, {}, 400, "max_depth"),
         ("duplicate keys", b'{"signature_name": "serving_default", "signature_name": '
-                           b'"times_three", "instances": [1.0]}', {}, 400),
-        ("ragged rows", b'{"instances": [[1.0, 2.0], [3.0]]}', {}, 400),
-        ("trailing bytes", b'{"instances": [1.0]} {"instances": [2.0]}', {}, 400),
-        ("invalid UTF-8", b'{"instances": ["\xff"]}', {}, 400),
-        ("too big a number", b'{"instances": [1e400]}', {}, 400),
-        ("unsupported encoding", b'{"instances": [1.0]}', {"Content-Encoding": "br"}, 415),
+                           b'"times_three", "instances": [1.0]}', {}, 400, "more than once"),
+        ("huge base64", b'{"instances": [{"b64": "' + blob + b'"}]}', {}, 413,
+         "max_string_element_bytes"),
+        ("bad base64", b'{"instances": [{"b64": "A"}]}', {}, 400, "base64"),
+        ("ragged rows", b'{"instances": [[1.0, 2.0], [3.0]]}', {}, 400, "ragged"),
+        ("trailing bytes", b'{"instances": [1.0]} {"instances": [2.0]}', {}, 400, "Parse"),
+        ("invalid UTF-8", b'{"instances": ["\xff"]}', {}, 400, "UTF-8"),
+        ("too big a number", b'{"instances": [1e400]}', {}, 400, "too big"),
+        ("long number", b'{"instances": [1' + b"0" * 500 + b"]}", {}, 400, "max_number_chars"),
+        ("too many dims", b'{"instances": ' + b"[" * 9 + b"1" + b"]" * 9 + b"}", {}, 413,
+         "max_dims"),
+        ("unsupported encoding", b'{"instances": [1.0]}', {"Content-Encoding": "br"}, 415,
+         "Content-Encoding"),
+        ("over the wire cap", b"{}", {"Content-Length": str(17 << 20)}, 413, "max_wire_bytes"),
     ]
 
 
-@pytest.mark.parametrize("name, data, headers, status", refused_cases(),
-                         ids=[c[0] for c in refused_cases()])
-def test_refused_before_upstream(front, pki, rest_backend, name, data, headers, status) -> None:
-    running, seen = front
-    with client(pki, running.port) as c:
-        r = c.post("/v1/models/half_plus_two:predict", content=data,
-                   headers={"Content-Type": "application/json", **headers})
-    assert r.status_code == status, r.text
-    assert set(r.json()) == {"error"}
-    assert seen.calls == []
-    assert rest_backend.records() == []
+@pytest.mark.parametrize("name, data, headers, status, words", hostile_bodies(),
+                         ids=[c[0] for c in hostile_bodies()])
+def test_hostile_bodies_refused_before_upstream(proxy, pki, clean, name, data, headers,
+                                                status, words) -> None:
+    before = len(proxy.events())
+    if "Content-Length" in headers:  # a length httpx would not send: a raw request
+        with rh.raw_tls(pki, proxy.port, pki.alice) as sock:
+            sock.sendall(f"POST {rh.PREDICT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                         f"{headers['Content-Length']}\r\n\r\n".encode() + data)
+            code, _, text = rh.read_response(sock)
+    else:
+        with rh.client(pki, proxy.port) as c:
+            r = c.post(rh.PREDICT_PATH, content=data,
+                       headers={"Content-Type": "application/json", **headers})
+        code, text = r.status_code, r.content
+    assert code == status, text
+    assert words in json.loads(text)["error"]
+    (event,) = proxy.new_events(before)
+    assert event["decision"] == "deny" and event["http_status"] == status
+    assert event["upstream"] is None
+    assert clean.records() == []
 
 
-def test_huge_base64_refused_by_the_real_limits(pki, rest_backend) -> None:
-    """Wire the real `Limiter` (gRPC caps, unchanged) into admit: nothing reaches upstream."""
-    from proxy.config.limits import Limits
-    from proxy.limits import Limiter, LimitState
+def test_unknown_path_and_method_are_refused_and_audited(proxy, pki, clean) -> None:
+    before = len(proxy.events())
+    with rh.client(pki, proxy.port) as c:
+        missing = c.post("/v1/models/half_plus_two:explode", json={})
+        put = c.put(rh.PREDICT_PATH, json={"instances": [1.0]})
+    assert missing.status_code == 404 and put.status_code == 405
+    first, second = proxy.new_events(before, 2)
+    assert first["reason"] == second["reason"] == "unknown-method"
+    assert first["principal"] == "spiffe://tfgate.test/team-a/alice"  # authenticated first
+    assert first["method"] == "REST POST /v1/models/half_plus_two:explode"
+    assert clean.records() == []
 
-    limiter = Limiter(Limits(), LimitState())
 
-    def admit(who, method, facts):
-        limiter.check(facts)
-        return Decision()
+def test_no_client_certificate_no_connection(proxy, pki, clean) -> None:
+    """mTLS: the handshake fails (with TLS 1.3 the client learns it at its first read)."""
+    before = len(proxy.events())
+    with rh.client(pki, proxy.port, None) as c, pytest.raises(httpx.TransportError):
+        c.post(rh.PREDICT_PATH, json={"instances": [1.0]})
+    with rh.client(pki, proxy.port, pki.mallory) as c, pytest.raises(httpx.TransportError):
+        c.post(rh.PREDICT_PATH, json={"instances": [1.0]})  # a certificate of another CA
+    assert clean.records() == [] and len(proxy.events()) == before  # not calls: no audit
 
-    tls = server_tls(str(pki.server.cert_path), str(pki.server.key_path),
-                     str(pki.ca.ca.cert_path))
-    blob = base64.b64encode(b"\0" * (2 << 20)).decode()
-    with RestInThread(admit, tls, rest_upstream=rest_backend.rest_address) as running:
-        rest_backend.clear_records()
-        with client(pki, running.port) as c:
-            r = c.post("/v1/models/half_plus_two:predict", json={"instances": [{"b64": blob}]})
-            ok = c.post("/v1/models/half_plus_two:predict", json={"instances": [1.0]})
-    assert r.status_code == 413 and "max_string_element_bytes" in r.json()["error"]
-    assert ok.status_code == 200
-    assert [e["method"] for e in rest_backend.records()] == [
-        "REST POST /v1/models/half_plus_two:predict"]
-    assert json.loads(rest_backend.records()[0]["request"]) == {
-        "signature_name": "serving_default", "instances": [1.0]}
+
+def test_audit_lines_have_the_grpc_shape(proxy, pki, clean) -> None:
+    """A REST call and a gRPC call through the same tfgate leave the same fields (the REST
+    one adds its HTTP status)."""
+    before = len(proxy.events())
+    with rh.client(pki, proxy.port) as c:
+        assert c.post(rh.PREDICT_PATH, json={"instances": [1.0]}).status_code == 200
+    request = serving_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_two"
+    request.inputs["x"].dtype = 1
+    request.inputs["x"].tensor_shape.dim.add(size=1)
+    request.inputs["x"].float_val.append(1.0)
+    with pki.channel(proxy.service.address, pki.alice) as channel:
+        channel.unary_unary("/tensorflow.serving.PredictionService/Predict")(
+            request.SerializeToString(), timeout=30)
+    rest, grpc_call = proxy.new_events(before, 2)
+    assert set(rest) == set(grpc_call) | {"http_status"}
+    for key in ("method", "principal", "model", "version", "signature", "decision", "reason",
+                "rule", "status", "upstream"):
+        assert rest[key] == grpc_call[key], key
+
+
+def test_identity_forwarded_and_credentials_stripped(proxy, pki, signing, clean) -> None:
+    from tests.conftest import AUDIENCE, ISSUER
+    from tfgate_dev.devpki import mint_claims
+
+    token = signing.key.token(mint_claims(issuer=ISSUER, audience=AUDIENCE, subject="svc",
+                                          scope="predict"))
+    with rh.client(pki, proxy.port) as c:
+        r = c.post("/v1/models/half_plus_two/versions/1:predict", json={"instances": [1.0]},
+                   headers={"Authorization": f"Bearer {token}", "X-Tfgate-Principal": "forged",
+                            "X-Request-Id": "abc"})
+    assert r.status_code == 200, r.text
+    (record,) = [r for r in clean.records() if "Predict" in r["method"] or ":predict" in
+                 r["method"]]
+    metadata = dict(record["metadata"])
+    assert "authorization" not in metadata
+    assert metadata["x-tfgate-principal"] == (
+        "spiffe://tfgate.test/team-a/alice jwt:https://issuer.tfgate.test#svc")
+    assert metadata["x-request-id"] == "abc"
+
+
+def test_upstream_errors_pass_through_as_modelserver_says(proxy, pki, clean) -> None:
+    """An error the model server answers is the upstream's, audited as upstream-status."""
+    before = len(proxy.events())
+    with rh.client(pki, proxy.port, pki.cn_client) as c:
+        r = c.post("/v1/models/missing:predict", json={"instances": [1.0]})
+    assert r.status_code == 404 and "error" in r.json()
+    (event,) = proxy.new_events(before)
+    assert (event["reason"], event["decision"], event["http_status"]) == (
+        "upstream-status", "allow", 404)
+    assert event["status"] == "NOT_FOUND"
 
 
 def test_translation_equals_modelserver_rest_handler(rest_backend) -> None:

@@ -4,9 +4,9 @@ In a temporary directory it makes a throwaway PKI and JWT signing key, starts th
 TF-backed ModelServer stand-in (`tfgate_dev.testbackend`, loopback only, recording every
 request it receives) and tfgate itself as a subprocess (`tfgate serve`) with the policy in
 `DEMO_CONFIG`. Then each step makes one call with the real tensorflow-serving-api client
-and checks that the outcome is the one it announces, including, for refusals, that the
-model server never saw the request. Exit status: 0 when every step behaved as
-described, 1 otherwise, 2 when something the demo needs is missing.
+(or, for the REST front, httpx over mTLS) and checks that the outcome is the one it
+announces, including, for refusals, that the model server never saw the request. Exit
+status: 0 when every step behaved as described, 1 otherwise, 2 when something the demo needs is missing.
 
 This module is the demo *client*: it imports TensorFlow. The proxy process never does.
 """
@@ -14,12 +14,15 @@ This module is the demo *client*: it imports TensorFlow. The proxy process never
 from __future__ import annotations
 
 import contextlib
+import gzip
 import importlib.util
 import json
+import logging
 import os
 import pathlib
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,8 +47,12 @@ DEMO_CONFIG = """\
 listen:
   address: 127.0.0.1:0               # a free loopback port
   tls: {{cert: pki/server.pem, key: pki/server.key, client_ca: pki/ca.pem}}  # mTLS
+rest:                                # ModelServer's HTTP/JSON API, same policy
+  address: 127.0.0.1:{rest_port}
+  tls: {{cert: pki/server.pem, key: pki/server.key, client_ca: pki/ca.pem}}  # mTLS
+  upstream: native                   # to the model server's own REST port
 upstreams:
-  serving: {{address: "{backend}"}}    # the TF model server, loopback only
+  serving: {{address: "{backend}", rest_address: "http://{backend_rest}"}}  # loopback only
 authn:
   jwt:
     issuers:
@@ -81,6 +88,14 @@ server: {{grace_s: 1}}
 
 class DemoError(Exception):
     """Something the demo needs did not work; the message says what."""
+
+
+class HttpRefused(Exception):
+    """A REST call answered with an error status (the REST steps' refusal)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 _UTF8 = (sys.stdout.encoding or "").lower().replace("-", "") == "utf8"
@@ -140,6 +155,12 @@ def start_proxy(root: pathlib.Path, stack: contextlib.ExitStack) -> tuple[str, s
     return ready.read_text().strip(), proc
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _stop(proc: subprocess.Popen) -> None:
     proc.terminate()  # does nothing if it has already exited
     try:
@@ -166,6 +187,7 @@ class Client:
         self.prediction = prediction_service_pb2_grpc.PredictionServiceStub
         self.models = model_service_pb2_grpc.ModelServiceStub
         self.root, self.address = root, address
+        self.rest_address = ""
         self.token = (root / "token.jwt").read_text().strip()
         self.expired = (root / "expired.jwt").read_text().strip()
 
@@ -193,6 +215,25 @@ class Client:
         metadata = [("authorization", f"Bearer {bearer}")] if bearer else []
         return self.prediction(self.channel(who)).Predict(request, metadata=metadata, timeout=10)
 
+    def rest(self, who: str, path: str, body: bytes, headers: dict[str, str] | None = None
+             ) -> Any:
+        """POST to tfgate's REST front with `who`'s certificate; the JSON answer, or
+        HttpRefused with the status and ModelServer-style error message."""
+        import ssl
+
+        import httpx
+
+        pki = self.root / "pki"
+        context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        context.load_cert_chain(str(pki / f"{who}.pem"), str(pki / f"{who}.key"))
+        with httpx.Client(verify=context, timeout=10) as c:
+            r = c.post(f"https://localhost:{self.rest_address.rsplit(':', 1)[1]}{path}",
+                       content=body, headers={"Content-Type": "application/json",
+                                              **(headers or {})})
+        if r.status_code != 200:
+            raise HttpRefused(r.status_code, r.json().get("error", r.text))
+        return r.json()
+
 
 def outputs(response: Any) -> list[float]:
     import tensorflow as tf
@@ -205,7 +246,7 @@ class Step:
     title: str
     why: str
     call: Callable[[], str]  # returns what was answered; raises grpc.RpcError if refused
-    refuse_with: tuple[grpc.StatusCode, ...] = ()  # empty: the call must be allowed
+    refuse_with: tuple[grpc.StatusCode | str, ...] = ()  # empty: must be allowed; "HTTP 413"
 
 
 def steps(client: Client, backend: Any) -> list[Step]:
@@ -220,6 +261,19 @@ def steps(client: Client, backend: Any) -> list[Step]:
         request.config.model_config_list.config.add(name="evil", base_path="/tmp/evil")
         client.models(client.channel("alice")).HandleReloadConfigRequest(request, timeout=10)
         return "the model server was asked to reload its config"
+
+    def rest_allowed() -> str:
+        answer = client.rest("alice", "/v1/models/half_plus_two:predict",
+                             b'{"instances": [1, 2, 3]}')
+        if answer != {"predictions": [3.5, 4.0, 4.5]}:
+            raise DemoError(f"unexpected REST answer {answer}")
+        return f'POST :predict {{"instances": [1, 2, 3]}} -> {json.dumps(answer)}'
+
+    bomb = gzip.compress(b" " * (64 << 20), 9)  # 64 MiB of spaces, ~64 KiB on the wire
+
+    def rest_bomb() -> str:
+        return str(client.rest("alice", "/v1/models/half_plus_two:predict", bomb,
+                               {"Content-Encoding": "gzip"}))
 
     denied = (grpc.StatusCode.PERMISSION_DENIED,)
     big = client.request(values=(1.0,), shape=(BIG,))
@@ -248,6 +302,12 @@ def steps(client: Client, backend: Any) -> list[Step]:
         Step(f"Team A sends a {big.ByteSize()}-byte Predict declaring shape [{BIG}] with one "
              "float value", "ModelServer would expand it to 4 GB; tfgate must refuse it "
              "before forwarding", lambda: expanding_call(client, backend, big), OK_CODES),
+        Step("Team A calls the REST API: POST /v1/models/half_plus_two:predict",
+             "the REST front runs the same authentication and policy (rule team-a-predict)",
+             rest_allowed),
+        Step(f"Team A POSTs {len(bomb)} bytes of gzip that inflate to 64 MiB of JSON",
+             "tfgate inflates under rest.max_body_bytes (16 MiB) and stops there",
+             rest_bomb, ("HTTP 413",)),
     ]
 
 
@@ -275,6 +335,8 @@ def run_step(n: int, total: int, step: Step, backend: Any) -> bool:
         text = step.call()[:300]
     except grpc.RpcError as err:
         code, text = err.code(), f"{err.code().name}: {err.details()}"
+    except HttpRefused as err:
+        code, text = f"HTTP {err.status}", f"HTTP {err.status}: {err.message}"
     except DemoError as err:
         text, broken = str(err), True
     reached = len(backend.records()) - before
@@ -287,7 +349,7 @@ def run_step(n: int, total: int, step: Step, backend: Any) -> bool:
     else:
         ok, line = code is None and reached == 1, f"{YES} ALLOWED  {text}"
     if not ok:
-        want = "/".join(c.name for c in step.refuse_with) or "ALLOWED"
+        want = "/".join(getattr(c, "name", str(c)) for c in step.refuse_with) or "ALLOWED"
         line = f"{BAD} FAIL: expected {want}, got: {line}"
     say(f"      {line}")
     return ok
@@ -327,12 +389,15 @@ def show_audit(path: pathlib.Path, expected: int) -> bool:
 
 # -- keep mode -------------------------------------------------------------------------
 
-def show_commands(root: pathlib.Path, address: str) -> None:
+def show_commands(root: pathlib.Path, address: str, rest_address: str) -> None:
     py, q = sys.executable, shlex.quote
     tfgate = pathlib.Path(py).with_name("tfgate")
     tfgate_cmd = q(str(tfgate)) if tfgate.exists() else f"{q(py)} -m proxy.cli"
     client = f"{q(py)} {q(str(REPO / 'examples' / 'predict.py'))} --address {address} --ca pki/ca.pem"
     alice = f"{client} --cert pki/alice.pem --key pki/alice.key"
+    curl = ("curl --cacert pki/ca.pem --cert pki/alice.pem --key pki/alice.key \\\n      "
+            f"https://localhost:{rest_address.rsplit(':', 1)[1]}"
+            """/v1/models/half_plus_two:predict -d '{"instances": [1, 2, 3]}'""")
     say(f"""
 tfgate keeps running on {address} (config: {root / 'tfgate.yaml'}). In another terminal:
 
@@ -353,6 +418,8 @@ tfgate keeps running on {address} (config: {root / 'tfgate.yaml'}). In another t
   # mint a fresh batch-job token with the demo issuer's key (dev tooling)
   {tfgate_cmd} token mint --dir pki --sub batch-job --aud {AUDIENCE} \\
       --scope predict:other_model --ttl 3600 > token.jwt
+  # the REST front: the same policy over HTTP/JSON (mTLS)
+  {curl}
   # ask the policy without calling
   {tfgate_cmd} explain --config tfgate.yaml --method Predict --model half_plus_two \\
       --signature times_three --spiffe {TEAM_A}
@@ -395,7 +462,9 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 def _run(keep: bool) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the steps say what happened
     from tfgate_dev.testbackend import start_backend
+    from tfgate_dev.testbackend.rest_process import start_rest_backend
 
     with contextlib.ExitStack() as stack:
         root = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tfgate-demo-")))
@@ -403,15 +472,19 @@ def _run(keep: bool) -> int:
         make_pki(root)
         say("Starting the model server (real TensorFlow SavedModels, loopback only) ...")
         try:
-            backend = stack.enter_context(start_backend(record=True))
+            backend = stack.enter_context(start_rest_backend(record=True))
         except RuntimeError as err:
             raise DemoError(f"the model server did not start: {err}") from None
+        rest_port = free_port()
         (root / "tfgate.yaml").write_text(DEMO_CONFIG.format(
-            backend=backend.address, issuer=ISSUER, audience=AUDIENCE,
-            audit=root / "audit.jsonl"))
+            backend=backend.address, backend_rest=backend.rest_address, rest_port=rest_port,
+            issuer=ISSUER, audience=AUDIENCE, audit=root / "audit.jsonl"))
         address, proxy = start_proxy(root, stack)
-        say(f"tfgate is serving on {address} -> model server {backend.address}\n")
-        plan = steps(Client(root, address), backend)
+        say(f"tfgate is serving gRPC on {address} and REST on 127.0.0.1:{rest_port} -> "
+            f"model server {backend.address} (REST {backend.rest_address})\n")
+        client = Client(root, address)
+        client.rest_address = f"127.0.0.1:{rest_port}"
+        plan = steps(client, backend)
         results = [run_step(i, len(plan), s, backend) for i, s in enumerate(plan, 1)]
         results.append(show_audit(root / "audit.jsonl", expected=len(plan) - 1))
         failed = results.count(False)
@@ -420,7 +493,7 @@ def _run(keep: bool) -> int:
         if keep:
             if backend.process.poll() is not None:  # stopped by step 6: start a fresh one
                 stack.enter_context(start_backend(listen=backend.address))
-            show_commands(root, address)
+            show_commands(root, address, client.rest_address)
             with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how --keep ends
                 wait_forever(proxy)
             say(f"\nstopping tfgate and the model server; removing {root}")

@@ -36,6 +36,7 @@ from proxy.config.listen import Listen, ListenTLS
 from proxy.config.logs import Logging
 from proxy.config.policy import Policy, Principals, Rule, Version
 from proxy.config.process import Audit, Server
+from proxy.config.rest import Rest, RestJson, RestParse
 from proxy.config.strict_yaml import DuplicateKeys, StrictLoader
 from proxy.config.upstreams import Identity, ModelRoute, Upstream, UpstreamTLS
 from proxy.errors import ConfigError, ConfigErrors, config_errors
@@ -63,6 +64,9 @@ __all__ = [
     "ModelRoute",
     "Policy",
     "Principals",
+    "Rest",
+    "RestJson",
+    "RestParse",
     "Rule",
     "Section",
     "Server",
@@ -98,6 +102,8 @@ class Config(Section):
     admin: Admin = Field(default_factory=Admin, description="Health and metrics listener.")
     logging: Logging = Field(default_factory=Logging, description="Operational log "
                              "(docs/operations.md).")
+    rest: Rest | None = Field(None, description="The REST front (ModelServer's HTTP/JSON "
+                              "API); omit to serve gRPC only.")
 
     @pydantic.model_validator(mode="after")
     def _references(self) -> Config:
@@ -109,6 +115,7 @@ class Config(Section):
             if route.upstream not in names:
                 raise KeyProblem(("routes", i, "upstream"),
                                  f"{route.upstream!r} is not in upstreams")
+        self._rest_upstreams()
         # The shadow rules meet the same checks, so a shadow can be promoted as it is.
         self._check_rules("policy", self.policy)
         if self.shadow_policy is not None:
@@ -116,7 +123,9 @@ class Config(Section):
         return self
 
     def _check_rules(self, section: str, policy: Policy) -> None:
-        certless = not self.listen.requires_certificates()
+        # A rule without a token proof needs some listener that takes certificates.
+        certless = not self.listen.requires_certificates() and (
+            self.rest is None or not self.rest.requires_certificates())
         for i, rule in enumerate(policy.rules):
             if rule.needs_token():
                 if self.authn.jwt is None:
@@ -135,6 +144,14 @@ class Config(Section):
         rules = self.policy.rules
         return jwt is not None and (jwt.required or (
             bool(rules) and all(rule.needs_token() for rule in rules)))
+
+    def _rest_upstreams(self) -> None:
+        if self.rest is None or self.rest.upstream != "native":
+            return
+        for name, upstream in self.upstreams.items():
+            if upstream.kind == "serving" and upstream.rest_address is None:
+                raise KeyProblem(("upstreams", name, "rest_address"),
+                                 "required when rest.upstream is native")
 
     def upstream_for_default(self) -> str | None:
         if self.default_upstream is not None:

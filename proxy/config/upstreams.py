@@ -10,6 +10,7 @@ import pydantic
 from pydantic import Field
 
 from proxy.config.base import GRPC_MAX_MESSAGE, Address, FilePath, MiB, Section
+from proxy.config.rest import check_rest_url
 
 
 class UpstreamTLS(Section):
@@ -39,6 +40,14 @@ class Upstream(Section):
     max_message_bytes: int = Field(
         256 * MiB, gt=0, le=GRPC_MAX_MESSAGE, description="Largest response accepted "
         "from upstream.")
+    rest_address: str | None = Field(
+        None, description="The upstream's REST base URL (`http://host:port`; `https://` "
+        "verifies it with `tls.ca` and presents `tls.cert`), for `rest.upstream: native`.")
+
+    @pydantic.field_validator("rest_address")
+    @classmethod
+    def _rest_url(cls, value: str | None) -> str | None:
+        return check_rest_url(value)
 
 
 class ModelRoute(Section):

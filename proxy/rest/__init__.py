@@ -1,22 +1,27 @@
 """The REST front: ModelServer's HTTP/JSON API (`/v1/models/...`, usually port 8501).
 
-Each module is one stage, and none of them decides anything about the caller: they turn an
-HTTP request into the inputs of tfgate's admission path (principal inputs, the gRPC method
-path it stands for, `Facts`) and an upstream answer back into what a REST client expects.
+A front of tfgate beside the gRPC one (docs/rest.md): the same admission path, limits,
+counters and audit. The stages turn an HTTP request into admission's inputs (a `Request`
+for the gRPC method the path stands for, then `Facts`) and an upstream's answer back into
+what a REST client expects; none of them decides anything about the caller.
 
+- `server.py`: the listener (aiohttp, HTTP/1.1, TLS set up per connection so that a
+  connection over the cap is refused before its handshake) and its bounds.
+- `handler.py`: one call, from headers to response: `admission.start` before the body is
+  read, the body under its bounds, `admission.judge` / `admission.admit`, the upstream.
 - `paths.py`: method + request target -> `Route` (gRPC method path, `ModelTarget` without
   its signature, the canonical path to forward), exactly as ModelServer parses them.
+- `judge.py`: the inspect stage: inflate, bound, parse and read a body into `Facts`.
 - `body.py`: the body under caps (on the wire, after gzip/deflate) and strict JSON
   (duplicate keys, invalid UTF-8, overflowing numbers refused; NaN/Infinity as ModelServer).
-- `facts.py`: JSON -> `PredictBody` / `ExamplesBody` and `Facts` that `limits.check_sizes`
-  judges with the same caps as gRPC.
-- `canonical.py`: the exact JSON bytes forwarded to a REST upstream, made from what was judged.
-- `translate.py`: the same bodies as PredictRequest / ClassificationRequest / RegressionRequest
-  bytes, and gRPC responses back as ModelServer's JSON.
-- `signatures.py`: input dtypes from GetModelMetadata, which translation needs (bounded cache).
-- `errors.py`: one table from gRPC status to HTTP status, and the `{"error": ...}` body.
-- `server.py`: an HTTPS + mTLS listener (aiohttp) that runs all of the above around an
-  `admit` callable, forwarding natively (REST upstream) or translated (gRPC upstream).
+- `jsonbounds.py`: depth, string and number bounds, checked on the bytes before parsing.
+- `facts.py`, `examples.py`, `jsonvalues.py`: JSON -> `PredictBody` / `ExamplesBody` and
+  the `Facts` that `limits.check` judges with the same caps as gRPC.
+- `pool.py`: where large bodies are parsed (a few threads, a cap on what waits).
+- `upstream.py`: native (`canonical.py`: the JSON of what was judged, to a REST port) or
+  translated (`translate_in.py` / `translate_out.py`: gRPC on the front's own channel;
+  `signatures.py`: input dtypes from GetModelMetadata, cached).
+- `errors.py`: ModelServer's `{"error": ...}` body and the HTTP-only refusals.
 
 docs/wire-facts.md ("REST API") lists the ModelServer behaviour these modules rely on.
 """

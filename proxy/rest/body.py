@@ -13,7 +13,7 @@ refuses (docs/wire-facts.md, "REST API"):
 - a key twice in one object (rapidjson's lookup takes the first, Python's dict the last);
 - a number that overflows a double (rapidjson: "Number too big", Python: inf);
 - anything after the first value (rapidjson ignores it, Python refuses it);
-- nesting past Python's recursion limit during the parse (`facts.py` bounds what it walks).
+- nesting, strings and numbers past `JsonBounds` (jsonbounds.py, before the parse).
 `NaN`, `Infinity` and `-Infinity` are accepted, as ModelServer accepts them.
 
 Parser choice (bench/rest_json.py): stdlib json with object_pairs_hook costs about as much
@@ -32,9 +32,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.errors import Reason, malformed
+from proxy.rest import jsonbounds
 from proxy.rest.errors import RestReject, too_large
+from proxy.rest.jsonbounds import JsonBounds
 
 MiB = 1 << 20
+_DEFAULT_BOUNDS = JsonBounds()
 _STEP = 1 * MiB  # most output one inflate step may produce
 # Only a body with a 3-digit exponent or a run of 309+ digits can hold a float literal
 # that overflows a double; only such bodies pay for the checking float parser. (Both tests
@@ -143,8 +146,14 @@ def _finite(text: str) -> float:
     return value
 
 
-def parse_json(data: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or a Reject (INVALID_ARGUMENT) saying why not."""
+def parse_json(data: bytes, bounds: JsonBounds = _DEFAULT_BOUNDS, *,
+               interruptible: bool = False) -> dict[str, Any]:
+    """The body as a JSON object, or a Reject (INVALID_ARGUMENT) saying why not.
+
+    `interruptible` (for a body parsed off the event loop): every number goes through a
+    Python hook, so the parsing thread hands the GIL back to the loop every switch
+    interval instead of holding it for the whole array scan (an 4 MiB array of floats is
+    one C call of ~160 ms); it costs about 1.8 times the parse (bench/rest_parse.py)."""
     if not data:
         raise malformed("JSON Parse error: The document is empty")
     try:
@@ -152,7 +161,9 @@ def parse_json(data: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise malformed(f"body is not valid UTF-8 (at byte {exc.start})") from None
     hooks: dict[str, Any] = {"object_pairs_hook": _unique}
-    if _may_overflow(data, text):
+    if jsonbounds.check(data, bounds) or interruptible:
+        hooks.update(jsonbounds.number_hooks(bounds, _finite))
+    elif _may_overflow(data, text):
         hooks["parse_float"] = _finite
     try:
         doc = json.loads(text, **hooks)

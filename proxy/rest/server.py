@@ -1,204 +1,218 @@
-"""A prototype HTTPS + mTLS listener for the REST front (aiohttp), around an `admit` callable.
+"""The REST listener (aiohttp, HTTP/1.1): a front of tfgate beside the gRPC one.
 
-Per request: route (paths.py, before any body byte is read) -> body under caps and a
-deadline (body.py) -> JSON -> facts (facts.py / examples.py) -> `admit(principal inputs,
-gRPC method path, Facts)` -> forward (upstream.py) -> reply. A `Reject` from any stage is
-`{"error": message}` with the status from errors.py; anything else is a 500 that says
-nothing about the request. `admit` is the caller's: the lead replaces the stub with the
-transport-neutral admission path (authenticate, authorize, limits, audit).
+It runs on the process's event loop (`loop.py`), serves every request through
+`handler.handle` with the runtime's current State, and holds the listener's own bounds,
+each enforced before the caller has authenticated (docs/rest.md):
 
-Why aiohttp (bench/rest_http.py has the numbers): it runs in the caller's asyncio loop
-(next to a grpc.aio server), the verified peer certificate of each connection is one call
-away (`transport.get_extra_info("ssl_object")`), the body is a stream read here chunk by
-chunk, and it caps the request line and header size (`max_line_size`, `max_field_size`,
-`max_headers`) and idle time (`keepalive_timeout`, which also runs from the moment a
-connection opens, so a client trickling its headers is closed). Connections are capped
-here (`HttpLimits.max_connections`: a new one beyond is closed at once), the TLS handshake
-by `handshake_timeout_s`, and the body by `body_timeout_s`.
+- connections: at most `rest.max_connections`, counted from accept, TLS handshakes in
+  progress included; one more is closed as it is accepted, before any handshake;
+- TLS handshake within `handshake_timeout_s` (mTLS unless `client_auth: none`);
+- request line and each header line within `max_header_bytes`, at most `max_headers`
+  lines (aiohttp answers 400 / 431);
+- `idle_timeout_s`: a connection with no request in progress is closed; the clock runs
+  from accept and from the end of each response, and is not reset while a request's
+  headers trickle in, so it also bounds the time to send headers;
+- calls in flight (`max_calls`, `max_calls_per_peer`) and body bytes held
+  (`max_buffered_bytes`) in `bounds.Bounds`, the body's arrival (`receive_timeout_s`) in
+  the handler, the parsing threads and their queue in `pool.py`;
+- no lingering: the unread rest of a refused body is never read, the connection closes.
+
+Why aiohttp (bench/rest_http.py): it runs in the caller's asyncio loop next to grpc.aio,
+the peer certificate is one call away, the body is a stream, and it bounds header sizes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
+import logging
 import ssl
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, cast
 
 from aiohttp import web
 
-from proxy.call import Facts
-from proxy.errors import Reject, malformed
-from proxy.rest import body as bodies
-from proxy.rest import errors
-from proxy.rest.examples import examples_body, examples_facts
-from proxy.rest.facts import predict_body, predict_facts
-from proxy.rest.paths import Route, route
-from proxy.rest.upstream import Judged, Reply
+from proxy import config
+from proxy.bounds import Bounds
+from proxy.errors import ConfigError
+from proxy.ports import ListenError
+from proxy.rest import handler
+from proxy.rest.pool import ParsePool
+from proxy.runtime import Runtime
+from proxy.state import State
 
-_JSON = "application/json"
-
-
-@dataclass(frozen=True, slots=True)
-class PrincipalInputs:
-    """What authentication needs from the request: the verified client certificate (DER,
-    None without one) and every `Authorization` header value, as sent."""
-
-    peer_cert_der: bytes | None
-    authorization: tuple[str, ...]
-    peer: str
+log = logging.getLogger("tfgate")
 
 
-@dataclass(slots=True)
-class Decision:
-    """An allowed call: headers to add upstream (e.g. the verified identity), and a hook
-    the server calls once with the final HTTP status (for audit and releasing leases)."""
-
-    upstream_headers: tuple[tuple[str, str], ...] = ()
-    finished: Callable[[int], None] | None = None
-
-
-Admit = Callable[[PrincipalInputs, str, Facts], Decision | Awaitable[Decision]]
-
-
-class Upstream(Protocol):
-    async def send(self, judged: Judged, headers: tuple[tuple[str, str], ...] = ()) -> Reply: ...
-    async def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class HttpLimits:
-    max_connections: int = 1024
-    handshake_timeout_s: float = 10.0
-    keepalive_s: float = 15.0        # idle time allowed, also before the first request
-    body_timeout_s: float = 30.0     # to receive the whole body
-    max_line_size: int = 8190        # request line and each header line
-    max_field_size: int = 8190
-    max_headers: int = 64
-    body: bodies.BodyLimits = field(default_factory=bodies.BodyLimits)
-
-
-def server_tls(cert: str, key: str, client_ca: str | None) -> ssl.SSLContext:
-    """TLS 1.2+; with `client_ca`, a client certificate chaining to it is required."""
+def server_tls(tls: config.ListenTLS) -> ssl.SSLContext:
+    """TLS 1.2+, HTTP/1.1; with `client_auth: require`, a client certificate chaining to
+    `client_ca` is required in the handshake."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    if client_ca is not None:
-        context.load_verify_locations(client_ca)
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(str(tls.cert), str(tls.key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("rest.tls", f"cannot load cert and key: {exc}") from None
+    if tls.client_auth == "require" and tls.client_ca is not None:
+        try:
+            context.load_verify_locations(str(tls.client_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("rest.tls.client_ca", f"cannot load: {exc}") from None
         context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 
-def principal_inputs(request: web.Request) -> PrincipalInputs:
-    tls = request.transport.get_extra_info("ssl_object") if request.transport else None
-    der = tls.getpeercert(binary_form=True) if tls is not None else None
-    peer = request.remote or ""
-    return PrincipalInputs(der, tuple(request.headers.getall("Authorization", ())), peer)
+async def _no_continue(request: web.Request) -> None:
+    """`Expect: 100-continue` is answered by the handler, after the headers passed."""
+    return None
 
 
-class RestFront:
-    def __init__(self, admit: Admit, upstream: Upstream, limits: HttpLimits | None = None
+class RestServer:
+    """The REST front of one process (`service.Front`)."""
+
+    def __init__(self, cfg: config.Config, runtime: Runtime, *, reuse_port: bool = False
                  ) -> None:
-        self._admit = admit
-        self._upstream = upstream
-        self.limits = limits or HttpLimits()
+        assert cfg.rest is not None
+        self.rest = cfg.rest
+        self.runtime = runtime
+        self.bounds = Bounds(cfg.rest, "rest")
+        self.pool = ParsePool(cfg.rest.parse)
+        self.address = cfg.rest.address
+        self.port = 0
+        self._reuse_port = reuse_port
+        self._grace = cfg.server.grace_s
+        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._handshaking = 0  # TLS connections accepted, handshake not yet ended
+
+    def section_of(self, state: State) -> config.Rest:
+        """The `rest:` keys a call follows: its State's (a reload changes body caps, JSON
+        bounds and the upstream mode), else those the listener started with."""
+        return state.config.rest or self.rest
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        decision: Decision | None = None
+        return await handler.handle(self, request)
+
+    async def start(self) -> None:
+        rest = self.rest
+        tls = server_tls(rest.tls) if rest.tls is not None else None
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle, expect_handler=_no_continue)
+        runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=self._grace,
+            keepalive_timeout=rest.idle_timeout_s, max_line_size=rest.max_header_bytes,
+            max_field_size=rest.max_header_bytes, max_headers=rest.max_headers,
+            lingering_time=0, handler_cancellation=True,
+            auto_decompress=False)  # body.py inflates, under its own cap
+        await runner.setup()
+        self._runner = runner
         try:
-            found = route(request.method, request.raw_path)
-            judged, facts = await self._inspect(found, request)
-            decision = await self._decide(principal_inputs(request), found.method_path, facts)
-            reply = await self._upstream.send(judged, decision.upstream_headers)
-        except Reject as refused:
-            reply = Reply(errors.http_status(refused), errors.error_body(refused.message))
-        except Exception:  # noqa: BLE001 - a bug must not leak details, nor hang the client
-            reply = Reply(500, errors.error_body("internal error"))
-        if decision is not None and decision.finished is not None:
-            decision.finished(reply.status)
-        return web.Response(status=reply.status, body=reply.body, content_type=_JSON)
+            self._server = await self._listen(runner, tls)
+        except OSError as exc:
+            await runner.cleanup()
+            raise ListenError(rest.address, exc.strerror or str(exc)) from None
+        if not rest.address.startswith("unix:"):
+            self.port = self._server.sockets[0].getsockname()[1]
+            self.address = f"{rest.address.rpartition(':')[0]}:{self.port}"
 
-    async def _decide(self, who: PrincipalInputs, method: str, facts: Facts) -> Decision:
-        outcome = self._admit(who, method, facts)
-        if inspect.isawaitable(outcome):
-            outcome = await outcome
-        return outcome
+    async def _listen(self, runner: web.AppRunner, tls: ssl.SSLContext | None
+                      ) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        handlers = runner.server
+        assert handlers is not None
 
-    async def _inspect(self, found: Route, request: web.Request) -> tuple[Judged, Facts]:
-        if not found.has_body:
-            if request.content_length or request.headers.get("Transfer-Encoding"):
-                raise malformed(f"GET {found.verb} takes no body")
-            return Judged(found, None), Facts(targets=(found.target,))
-        data = await self._read(request)
-        doc = bodies.parse_json(data)
-        if found.verb == "predict":
-            parsed = predict_body(doc)
-            return Judged(found, parsed), predict_facts(found.target, parsed)
-        parsed_examples = examples_body(doc)
-        return Judged(found, parsed_examples), examples_facts(found.target, parsed_examples)
+        def accept() -> asyncio.BaseProtocol:
+            if self.open_connections() >= self.rest.max_connections:
+                return _Refuse()
+            if tls is None:
+                return handlers()
+            return self._tls_protocol(loop, handlers(), tls)
 
-    async def _read(self, request: web.Request) -> bytes:
-        encoding = bodies.encoding_of(request.headers.getall("Content-Encoding", []))
-        reader = bodies.BodyReader(encoding, request.content_length, self.limits.body)
-        try:
-            async with asyncio.timeout(self.limits.body_timeout_s):
-                async for chunk in request.content.iter_any():
-                    reader.feed(chunk)
-        except TimeoutError:
-            raise Reject(errors.Reason.MALFORMED_REQUEST,
-                         f"body not received within {self.limits.body_timeout_s:g} s") from None
-        return reader.finish()
+        if self.rest.address.startswith("unix:"):
+            return await loop.create_unix_server(accept, self.rest.address[len("unix:"):])
+        host, _, port = self.rest.address.rpartition(":")
+        return await loop.create_server(accept, host.strip("[]"), int(port),
+                                        reuse_port=self._reuse_port or None)
+
+    def _tls_protocol(self, loop: asyncio.AbstractEventLoop, app: asyncio.Protocol,
+                      tls: ssl.SSLContext) -> asyncio.BaseProtocol:
+        """TLS in front of aiohttp's protocol, made here rather than by the loop (which
+        would hand us the connection only after the handshake, too late to refuse it).
+        The handshake counts as a connection until it ends: when aiohttp takes the
+        connection over (then aiohttp counts it), or when the waiter reports a failure."""
+        waiter = loop.create_future()
+        counted = _Handshake(self, app, loop.call_later(
+            self.rest.handshake_timeout_s + 5, waiter.cancel))  # in case nothing ends it
+        waiter.add_done_callback(counted.failed)
+        return _ssl_protocol(loop)(loop, counted, tls, waiter, server_side=True,
+                                   ssl_handshake_timeout=self.rest.handshake_timeout_s)
+
+    def open_connections(self) -> int:
+        handlers = self._runner.server if self._runner is not None else None
+        return len(handlers.connections) + self._handshaking if handlers else 0
+
+    async def stop(self, grace: float | None) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._runner is not None:
+            await self._runner.cleanup()  # waits up to server.grace_s for calls in flight
+        self.pool.close()
 
 
 class _Refuse(asyncio.Protocol):
-    """A connection over `max_connections`: closed as soon as it is made."""
+    """A connection past `max_connections`: closed as soon as it is accepted."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.abort()
+        cast(asyncio.Transport, transport).abort()
 
 
-@dataclass
-class RunningRest:
-    runner: web.AppRunner
-    server: asyncio.base_events.Server
-    front: RestFront
+class _Handshake(asyncio.Protocol):
+    """aiohttp's protocol behind TLS, counted in `_handshaking` until its handshake ends."""
 
-    @property
-    def port(self) -> int:
-        return self.server.sockets[0].getsockname()[1]
+    def __init__(self, front: RestServer, inner: asyncio.Protocol,
+                 guard: asyncio.TimerHandle) -> None:
+        self._front, self._inner, self._guard = front, inner, guard
+        self._counted = True
+        front._handshaking += 1
 
-    async def close(self) -> None:
-        self.server.close()
-        await self.runner.cleanup()
+    def _end(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._front._handshaking -= 1
+            self._guard.cancel()
+
+    def failed(self, waiter: asyncio.Future[None]) -> None:
+        self._end()
+        if not waiter.cancelled():
+            waiter.exception()  # a failed handshake is not a call: not logged, not audited
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._end()  # before aiohttp counts the connection: never counted twice
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end()
+        self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
 
 
-async def serve(front: RestFront, host: str, port: int, tls: ssl.SSLContext | None
-                ) -> RunningRest:
-    """Listen on host:port in the running loop (beside a grpc.aio server, if any)."""
-    limits = front.limits
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", front.handle)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           keepalive_timeout=limits.keepalive_s,
-                           max_line_size=limits.max_line_size,
-                           max_field_size=limits.max_field_size, max_headers=limits.max_headers,
-                           auto_decompress=False)  # body.py inflates, under its own cap
-    await runner.setup()
-    handlers = runner.server
+def _ssl_protocol(loop: asyncio.AbstractEventLoop) -> Any:
+    """The TLS protocol class of the running loop: uvloop's own under uvloop (its
+    transports are its own), asyncio's otherwise. Both take asyncio's arguments."""
+    if type(loop).__module__.startswith("uvloop"):
+        import uvloop.loop
 
-    def connection() -> asyncio.Protocol:
-        if len(handlers.connections) >= limits.max_connections:  # type: ignore[union-attr]
-            return _Refuse()
-        return handlers()  # type: ignore[misc]
+        return uvloop.loop.SSLProtocol  # type: ignore[attr-defined]
+    import asyncio.sslproto
 
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        connection, host, port, ssl=tls,
-        ssl_handshake_timeout=limits.handshake_timeout_s if tls else None)
-    return RunningRest(runner, server, front)
-
-
-def allow_all(who: PrincipalInputs, method: str, facts: Facts) -> Decision:
-    """A stub `admit` for tests and the benchmark: everything passes."""
-    return Decision()
+    return asyncio.sslproto.SSLProtocol

@@ -80,7 +80,7 @@ def _fill(proto: tensor_pb2.TensorProto, tensor: JsonTensor, dtype: int, name: s
         raise Reject(Reason.MALFORMED_REQUEST,
                      f"Conversion of JSON Value to type: {name_of(dtype)} (input {name})")
     field, takes, bounds = rule
-    proto.dtype = dtype
+    proto.dtype = dtype  # type: ignore[assignment]  # a DataType number
     for size in tensor.shape:
         proto.tensor_shape.dim.add().size = size
     leaves = leaves_of(tensor)

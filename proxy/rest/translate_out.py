@@ -23,6 +23,7 @@ import json
 import math
 import struct
 import sys
+from typing import Any
 
 from google.protobuf import json_format
 
@@ -36,6 +37,9 @@ _FIELD = {1: "float_val", 2: "double_val", 3: "int_val", 5: "int_val", 6: "int_v
           4: "int_val", 9: "int64_val", 22: "uint32_val", 23: "uint64_val", 10: "bool_val",
           7: "string_val"}
 _F32 = struct.Struct("f")
+# A response's short value list is repeated to fill its shape; the upstream is trusted,
+# but a few bytes must not become gigabytes of JSON in tfgate.
+MAX_FILLED_ELEMENTS = 1 << 24
 
 
 def decimal(value: float, single: bool) -> str:
@@ -63,18 +67,22 @@ def tensor_values(name: str, t: TensorProto) -> list[str]:
     field = _FIELD.get(t.dtype)
     if field is None:
         raise malformed(f"Failed to write JSON value for tensor type: {name_of(t.dtype)}")
+    values: list[Any]
     if t.tensor_content:
         if t.dtype == 7:
             raise malformed(f"output {name}: DT_STRING tensor_content is not supported")
-        values = array.array(_ARRAY[t.dtype])
-        values.frombytes(t.tensor_content)
+        packed = array.array(_ARRAY[t.dtype])
+        packed.frombytes(t.tensor_content)
         if sys.byteorder == "big":
-            values.byteswap()
-        values = values.tolist()
+            packed.byteswap()
+        values = packed.tolist()
     else:
         values = list(getattr(t, field))
     if len(values) > count:
         raise malformed(f"output {name}: {len(values)} values for {count} elements")
+    if count - len(values) > MAX_FILLED_ELEMENTS:
+        raise malformed(f"output {name}: {len(values)} values fill {count} elements "
+                        f"(> {MAX_FILLED_ELEMENTS} repeated: not written as JSON)")
     if len(values) < count:
         fill = values[-1] if values else (b"" if t.dtype == 7 else 0)
         values += [fill] * (count - len(values))
