@@ -44,6 +44,9 @@ def event_fields(call: Call) -> dict[str, Any]:
         "messages_out": call.messages_out,
         "upstream": call.upstream,
     }
+    if call.ops_judged:  # distributed TF: the first ops judged, and how many in all
+        fields["ops"] = call.ops
+        fields["ops_judged"] = call.ops_judged
     if call.code is not Code.OK:
         fields["detail"] = call.detail
     return fields

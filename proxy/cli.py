@@ -45,7 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers.die_with_parent()
         return _serve(cfg, args, cpu=args.worker_cpu, shared_port=True,
                       runtime=_worker_runtime(cfg, args))
-    plan = workers.plan(args.workers, pin=not args.no_pin)
+    plan = _single_for_cluster(cfg, args, workers.plan(args.workers, pin=not args.no_pin))
     kind, _, port = parse_address(cfg.listen.address)
     shareable = kind == "tcp" and bool(port)
     if plan.workers > 1 and not shareable and args.workers is None:
@@ -66,6 +66,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if claim is not None:
             claim.release()
+
+
+def _single_for_cluster(cfg: Config, args: argparse.Namespace, plan: Plan) -> Plan:
+    """Distributed-TF handles are bound to their creators in one process's memory
+    (proxy/handles.py): a cluster upstream is served by a single process."""
+    from proxy import workers
+
+    if not any(up.kind == "cluster" for up in cfg.upstreams.values()) or plan.workers == 1:
+        return plan
+    if args.workers is not None:
+        raise ConfigError("upstreams", f"--workers {plan.workers}: a cluster upstream needs "
+                          "--workers 1 (handle ownership lives in one process's memory)")
+    logging.getLogger("tfgate").info("a cluster upstream is served by one process")
+    return workers.plan(1, pin=not args.no_pin)
 
 
 def _check_port(address: str, *, claim: bool) -> ports.PortClaim | None:
@@ -192,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--version", type=int)
     which.add_argument("--label")
     explain.add_argument("--signature", default="", help="empty means serving_default")
+    explain.add_argument("--op", action="append", default=[],
+                         help="distributed TF: an op the request runs (repeatable)")
+    explain.add_argument("--address", action="append", default=[],
+                         help="distributed TF: a host:port its cluster definition names")
     for flag in ("spiffe", "cn", "sub", "iss"):
         explain.add_argument(f"--{flag}")
     explain.add_argument("--dns", action="append", default=[])

@@ -5,6 +5,8 @@ decision is a plain value: allowed or not, the reason from the closed set, the r
 granted it, and a message that names the failed check. When no rule grants a call, the
 reason reported is from the rule that got furthest (principal → identity proofs →
 method → model → version → signature), because that is the check an operator needs to see.
+A distributed-TF request (`facts.cluster`) is then judged by `cluster_policy.judge` over
+the rules that grant its method: ops, addresses, debug URLs, settings.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 from proxy import config
 from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget, Principal
+from proxy.cluster_policy import Addresses, Grant, OpRule, judge
 from proxy.errors import ConfigError, Reason
 from proxy.globs import DNS_LABELS, SEGMENTS, compile_globs
 from proxy.routing import MethodTable
@@ -21,6 +24,7 @@ from proxy.routing import MethodTable
 _ANY = "*"
 LATEST = "latest"
 _DECIDED_MAX = 4096  # distinct (principal, method, targets) decisions kept
+CLUSTER = "cluster"  # the distributed-TF family (families/cluster.py)
 
 
 def _globs(patterns: list[str], where: str, separator: str = SEGMENTS
@@ -65,6 +69,7 @@ class _Rule:
     labels: frozenset[str]
     any_signature: bool
     signatures: frozenset[str]
+    grant: Grant  # what it allows of distributed-TF requests
 
     def applies_to(self, p: Principal) -> bool:
         if self.any_authenticated:
@@ -113,6 +118,11 @@ def _compile_rule(index: int, rule: config.Rule, table: MethodTable) -> _Rule:
     if any(table.methods[m].addresses_model for m in methods) and not rule.models:
         raise ConfigError(f"{where}.models", "required: the rule grants methods that "
                           "address a model (use ['*'] for every model)")
+    cluster = any(table.methods[m].family == CLUSTER for m in methods)
+    for key in ("ops", "settings"):
+        if getattr(rule, key) and not cluster:
+            raise ConfigError(f"{where}.{key}", "applies to distributed-TF methods only, "
+                              "and the rule grants none")
     p = rule.principals
     return _Rule(
         name=rule.name or f"rules[{index}]",
@@ -131,6 +141,8 @@ def _compile_rule(index: int, rule: config.Rule, table: MethodTable) -> _Rule:
         labels=frozenset(v for v in rule.versions if isinstance(v, str)),
         any_signature=_ANY in rule.signatures,
         signatures=frozenset(s or DEFAULT_SIGNATURE for s in rule.signatures),
+        grant=Grant(rule.name or f"rules[{index}]", OpRule.compile(rule.ops, f"{where}.ops"),
+                    frozenset(rule.settings)),
     )
 
 
@@ -154,9 +166,12 @@ _RANK = [Reason.NO_MATCHING_RULE, Reason.IDENTITY_REQUIREMENT, Reason.METHOD_NOT
 class Policy:
     """The compiled rule set. `decide` is pure: principal × method × facts → Decision."""
 
-    def __init__(self, cfg: config.Policy, table: MethodTable) -> None:
+    def __init__(self, cfg: config.Policy, table: MethodTable,
+                 cluster: config.Cluster | None = None) -> None:
         self._rules = tuple(_compile_rule(i, r, table) for i, r in enumerate(cfg.rules))
         self._decided: dict[tuple[Principal, str, tuple[ModelTarget, ...]], Decision] = {}
+        self._grants: dict[tuple[Principal, str], tuple[Grant, ...]] = {}
+        self._addresses = Addresses(cluster or config.Cluster())
 
     def decide(self, principal: Principal, method: str, facts: Facts) -> Decision:
         """Decisions are pure, so each distinct (principal, method, targets) is decided
@@ -170,6 +185,24 @@ class Policy:
             if len(self._decided) >= _DECIDED_MAX:
                 self._decided.clear()
             self._decided[key] = found
+        if facts.cluster is None or not found.allowed:
+            return found
+        refusal, used = judge(self._granted(principal, method), facts.cluster, self._addresses)
+        if refusal is not None:
+            return Decision(False, refusal.reason, None, refusal.message)
+        return Decision(True, Reason.ALLOWED, ",".join(used), "allowed")
+
+    def _granted(self, principal: Principal, method: str) -> tuple[Grant, ...]:
+        """The cluster grants of the rules that give `method` to `principal` (bounded
+        cache, like the decisions)."""
+        key = (principal, method)
+        found = self._grants.get(key)
+        if found is None:
+            found = tuple(r.grant for r in self._rules if r.applies_to(principal)
+                          and r.proofs_met(principal) and method in r.methods)
+            if len(self._grants) >= _DECIDED_MAX:
+                self._grants.clear()
+            self._grants[key] = found
         return found
 
     def _decide(self, principal: Principal, method: str,

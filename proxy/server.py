@@ -107,7 +107,7 @@ class Gateway(grpc.GenericRpcHandler):
             method, admitted, upstream, message = await b.admit_unary()
             response = await forward.unary(context, upstream, method, message,
                                            admitted.metadata, admitted.timeout)
-            b.call.bytes_out, b.call.messages_out = len(response), 1
+            b.sent(response)
             return response
         return None  # refused: the boundary has set the status
 
@@ -150,6 +150,7 @@ class _Boundary:
         self.state: State = self.runtime.enter()  # read once: a reload never changes it
         self.call = Call(path, context.peer())
         self.lease = Lease()
+        self.exchange = admission.Exchange()  # cluster methods: requests awaiting answers
         self.request: Request | None = None
         self._peer: str | None = None
         self._held = 0  # buffered request bytes this call counts against the budget
@@ -168,7 +169,7 @@ class _Boundary:
         message = await self._read(self.bounds.receive_timeout_s)
         if message is None:
             raise malformed("the call ended before its request message")
-        facts = admission.inspect(self.state, self.call, method, message)
+        facts = admission.inspect(self.state, self.call, method, message, self.exchange)
         admitted = admission.admit(self.state, self.call, method, facts, self._req())
         return method, admitted, self.state.upstreams[admitted.upstream], message
 
@@ -190,7 +191,7 @@ class _Boundary:
 
     def checker(self, method: Method) -> forward.Check:
         def check(message: bytes) -> None:
-            admission.inspect(self.state, self.call, method, message)
+            admission.inspect(self.state, self.call, method, message, self.exchange)
         return check
 
     async def _read(self, timeout: float | None) -> bytes | None:
@@ -213,8 +214,10 @@ class _Boundary:
             self.bounds.release_bytes(held)
 
     def sent(self, response: bytes) -> None:
+        """A response on its way to the client; the upstream sent it with OK so far."""
         self.call.bytes_out += len(response)
         self.call.messages_out += 1
+        admission.answered(self.state, self.exchange, response)
 
     async def __aexit__(self, kind: type | None, exc: BaseException | None, _tb: object) -> bool:
         refusal: Reject | None = None

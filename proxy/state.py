@@ -17,9 +17,12 @@ from proxy.audit import AuditLog, open_sink
 from proxy.authn import Authenticator
 from proxy.authn.jwt import TokenVerifier
 from proxy.authn.mtls import CertificateIdentities
+from proxy.cluster_guard import ClusterGuard
+from proxy.call import Principal
 from proxy.counters import Counters
 from proxy.errors import ConfigError
 from proxy.forward import Upstream
+from proxy.handles import HandleTable
 from proxy.limits import Limiter, LimitState, LimitStore
 from proxy.metadata import MetadataFilter
 from proxy.policy import Policy
@@ -28,12 +31,15 @@ from proxy.routing import MethodTable, UpstreamRouter
 
 @dataclass
 class Shared:
-    """What every State of one process shares: limit state and outcome counters. The
-    limit state is this process's own (`LimitState`), or under `serve --workers N` one
-    table all workers share (`shared_limits.SharedLimitState`, built by `cli.py`)."""
+    """What every State of one process shares: limit state, outcome counters and the
+    owners of distributed-TF handles. The limit state is this process's own
+    (`LimitState`), or under `serve --workers N` one table all workers share
+    (`shared_limits.SharedLimitState`, built by `cli.py`). The handle table is always
+    this process's own: cluster upstreams are served by one process (`cli.py`)."""
 
     limits: LimitStore = field(default_factory=LimitState)
     outcomes: Counters = field(default_factory=Counters)  # every call, by Reason value
+    handles: HandleTable = field(default_factory=HandleTable)
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity (runtime.py)
@@ -48,6 +54,7 @@ class State:
     metadata: MetadataFilter
     audit: AuditLog | None
     limits: Limiter
+    cluster: ClusterGuard
 
     def close(self) -> None:
         for upstream in self.upstreams.values():
@@ -65,7 +72,7 @@ def build_state(cfg: config.Config, shared: Shared | None = None, *, connect: bo
     shared = shared or Shared()
     tokens = TokenVerifier(cfg.authn.jwt) if cfg.authn.jwt else None
     methods = methods or MethodTable.for_config(cfg)
-    policy = Policy(cfg.policy, methods)
+    policy = Policy(cfg.policy, methods, cfg.cluster)
     upstreams = _upstreams(cfg) if connect else {}
     try:
         audit = _audit(cfg) if connect else None
@@ -77,14 +84,21 @@ def build_state(cfg: config.Config, shared: Shared | None = None, *, connect: bo
         config=cfg,
         shared=shared,
         methods=methods,
-        authenticator=Authenticator(CertificateIdentities(), tokens),
+        authenticator=Authenticator(CertificateIdentities(), tokens, _local(cfg)),
         policy=policy,
         router=UpstreamRouter(cfg),
         upstreams=upstreams,
         metadata=MetadataFilter(cfg.identity),
         audit=audit,
         limits=Limiter(cfg.limits, shared.limits, clock),
+        cluster=ClusterGuard(cfg.cluster, shared.handles),
     )
+
+
+def _local(cfg: config.Config) -> Principal | None:
+    """The fixed identity of a plaintext egress listener's callers, if it has one."""
+    spiffe = cfg.listen.local_identity
+    return None if spiffe is None else Principal(spiffe_id=spiffe, has_certificate=True)
 
 
 def _upstreams(cfg: config.Config) -> dict[str, Upstream]:

@@ -11,16 +11,22 @@ from proxy.errors import Reason, unauthenticated
 
 
 class Authenticator:
-    """Built once per config; `authenticate` is called once per call."""
+    """Built once per config; `authenticate` is called once per call. `local`: the
+    identity of every caller of a plaintext egress listener (`listen.local_identity`),
+    which stands in for the certificate such a caller cannot present."""
 
-    def __init__(self, certificates: CertificateIdentities, tokens: TokenVerifier | None) -> None:
+    def __init__(self, certificates: CertificateIdentities, tokens: TokenVerifier | None,
+                 local: Principal | None = None) -> None:
         self._certificates = certificates
         self._tokens = tokens
+        self._local = local
 
     def authenticate(self, certificate: bytes | None,
                      metadata: Sequence[tuple[str, str | bytes]]) -> Principal:
         """`certificate`: the peer's verified leaf (PEM) as the transport saw it, or None."""
         principal = self._certificates.principal(certificate)
+        if principal is ANONYMOUS and self._local is not None:
+            principal = self._local
         token = extract_token(metadata)
         if token is not None:
             if self._tokens is None:

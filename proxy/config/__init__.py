@@ -28,6 +28,7 @@ from proxy.config.base import (
     is_loopback,
     parse_address,
 )
+from proxy.config.cluster import Cluster, Handles, OpFilter
 from proxy.config.limits import Limits
 from proxy.config.listen import Listen, ListenTLS
 from proxy.config.policy import Policy, Principals, Rule, Version
@@ -41,9 +42,11 @@ __all__ = [
     "Address",
     "Audit",
     "Authn",
+    "Cluster",
     "Config",
     "ConfigError",
     "FilePath",
+    "Handles",
     "Identity",
     "Issuer",
     "KeyProblem",
@@ -52,6 +55,7 @@ __all__ = [
     "ListenTLS",
     "MiB",
     "ModelRoute",
+    "OpFilter",
     "Policy",
     "Principals",
     "Rule",
@@ -82,6 +86,8 @@ class Config(Section):
     server: Server = Field(default_factory=Server, description="Process model.")
     limits: Limits = Field(default_factory=Limits, description="Input sizes, rates, "
                            "concurrency and deadlines (docs/limits.md).")
+    cluster: Cluster = Field(default_factory=Cluster, description="Distributed TensorFlow: "
+                             "cluster addresses and handle ownership.")
 
     @pydantic.model_validator(mode="after")
     def _references(self) -> Config:
