@@ -17,8 +17,8 @@ from proxy.audit import AuditLog, open_sink
 from proxy.authn import Authenticator
 from proxy.authn.jwt import TokenVerifier
 from proxy.authn.mtls import CertificateIdentities
-from proxy.cluster_guard import ClusterGuard
 from proxy.call import Principal
+from proxy.cluster_guard import ClusterGuard
 from proxy.counters import Counters
 from proxy.errors import ConfigError
 from proxy.forward import Upstream
