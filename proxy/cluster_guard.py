@@ -71,6 +71,7 @@ class Ticket:
     defines: tuple[str, ...] = ()
     claims: list[tuple[Key, Key | None]] = field(default_factory=list)  # (key, parent)
     releases: list[Key] = field(default_factory=list)
+    removes: list[str] = field(default_factory=list)  # functions removed from the scope
 
 
 class Exchange:
@@ -162,6 +163,9 @@ class ClusterGuard:
             self._must_be_free_or_own(ticket.owner, ("context", value), handle, missing_ok=True)
             if handle.creates or (ticket.scope is not None and ticket.scope[0] == "context"):
                 ticket.claims.append((key, ticket.scope))
+        elif kind == "function":
+            ticket.removes.append(value)  # in the caller's own context: no one else's
+            return
         else:
             return  # containers, collective keys, coordination: granted per method only
         if _RELEASES.get(ticket.method) == kind:
@@ -204,6 +208,8 @@ class ClusterGuard:
                 self.table.add_functions(scope, ticket.defines, self._caps)
         except TableFull:
             log.warning("handle table full: the handles %s created stay unbound", ticket.method)
+        if scope is not None and ticket.removes:
+            self.table.remove_functions(scope, ticket.removes)
         for key in ticket.releases:
             self.table.forget(key)
 

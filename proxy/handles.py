@@ -70,6 +70,11 @@ class HandleTable:
         entry = self._entries.get(key)
         return entry is not None and name in entry.functions
 
+    def keys_of(self, owner: str) -> list[Key]:
+        """The handles `owner` holds, oldest use first (bearer values: never log them)."""
+        with self._lock:
+            return list(self._owned.get(owner, ()))
+
     def snapshot(self) -> tuple[int, int]:
         """(entries, estimated bytes) now; for tests and operators."""
         with self._lock:
@@ -120,6 +125,16 @@ class HandleTable:
                 self._account(entry.owner, size)
                 added += 1
         return added
+
+    def remove_functions(self, key: Key, names: Iterable[str]) -> None:
+        with self._lock:
+            entry = self._entries.get(key)
+            for name in names:
+                if entry is not None and name in entry.functions:
+                    entry.functions.discard(name)
+                    size = FUNCTION_BYTES + len(name)
+                    entry.size -= size
+                    self._account(entry.owner, -size)
 
     def forget(self, key: Key) -> None:
         """Drop `key`, everything nested under it and its functions."""

@@ -276,6 +276,21 @@ class TestHandles:
         client.refused(Reason.FUNCTION_NOT_REGISTERED, "RunComponentFunction",
                        rq.run_component_function(ctx, "__inference_g_3"))
 
+    def test_a_removed_function_is_gone(self, state: State, P: rq.Protos) -> None:
+        """RemoveFunction forgets the name once the server answered; removing a name the
+        context never held harms no one else (the context is the caller's) and passes."""
+        client = Caller(state, CLIENT)
+        ctx = context(client)
+        f = P.function("__inference_h_4", P.node("m", "Mul"))
+        client.call("Enqueue", rq.enqueue(ctx, rq.register_item(f)))
+        client.call("RunComponentFunction", rq.run_component_function(ctx, "__inference_h_4"))
+        client.call("Enqueue", rq.enqueue(ctx, rq.remove_item("__inference_h_4"),
+                                          rq.remove_item("__inference_never_5")))
+        client.refused(Reason.FUNCTION_NOT_REGISTERED, "RunComponentFunction",
+                       rq.run_component_function(ctx, "__inference_h_4"))
+        Caller(state, OTHER).refused(Reason.HANDLE_NOT_OWNED, "Enqueue", rq.enqueue(
+            ctx, rq.remove_item("__inference_h_4")))
+
     def test_a_function_named_like_an_op_is_refused(self, state: State, P: rq.Protos) -> None:
         client = Caller(state, CLIENT)
         ctx = context(client)

@@ -213,6 +213,20 @@ class Cluster:
             assert ready.get("ready"), (name, ready)
         return self
 
+    def add_client(self, name: str, routes: Mapping[str, str | None],
+                   env: Mapping[str, str] | None = None) -> Node:
+        """Another client process `name` (its own namespace, the client's task address),
+        reaching each worker only by `routes[worker name]` ("unix:PATH", or None for
+        unreachable; no entry: unreachable too). Stopped with the cluster."""
+        dials = [[t.port, route.removeprefix("unix:")] for t in WORKERS
+                 if (route := routes.get(t.name)) is not None]
+        config = {**self._config(CLIENT), "dials": dials,
+                  "inboxes": [[CLIENT.port, str(self.workdir / f"{name}.sock")]]}
+        node = self.nodes[name] = Node(config, self.workdir / f"{name}.log", env)
+        ready = node.answer(START_TIMEOUT_S)
+        assert ready.get("ready"), (name, ready)
+        return node
+
     def restart_client(self, client_env: Mapping[str, str] | None = None) -> Node:
         """A fresh client process (with other environment), keeping the workers."""
         self.nodes.pop(CLIENT.name).stop()

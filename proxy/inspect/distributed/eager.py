@@ -57,8 +57,10 @@ def _queue_item(scope: Scope, item: pb.QueueItem, i: int) -> None:
         scope.define(reg.function_def, f"{at}.function_def", order=i)
         scope.library(reg.library, f"{at}.library", order=i)
     elif kind == "remove_function":
+        # Names a function of the context, as a handle: removing one only affects the
+        # context's owner, and TF answers "not found" for a name it does not hold.
         name = item.remove_function.function_name
-        scope.col.function_ref(name, f"{at} {quote(name)}", None)
+        scope.col.handle("function", name, False, f"{at} {quote(name)}")
     elif kind == "cleanup_function":
         scope.col.handle("step", item.cleanup_function.step_id, False, f"{at}.step_id")
 
