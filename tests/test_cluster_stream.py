@@ -43,9 +43,14 @@ class EagerBackend:
         self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
             "tensorflow.eager.EagerService",
             {"CreateContext": grpc.unary_unary_rpc_method_handler(lambda r, c: b""),
+             "Enqueue": grpc.unary_unary_rpc_method_handler(self._unary),
              "StreamingEnqueue": grpc.stream_stream_rpc_method_handler(self._stream)})])
         self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
         self.server.start()
+
+    def _unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self.received.append(request)
+        return ANSWER
 
     def _stream(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         context.add_callback(self.cancelled.set)
