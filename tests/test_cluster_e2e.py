@@ -6,7 +6,9 @@ Every route between them is tfgate egress -> mTLS -> tfgate ingress:
     client0 ──plaintext unix──▶ egress(client) ══mTLS══▶ ingress(worker0) ──▶ worker0
     worker0 ──plaintext unix──▶ egress(worker0) ═mTLS══▶ ingress(worker1) ──▶ worker1 (and back)
 
-No route leads back to the client (TF 2.21 pushes inputs; docs/cluster.md). Each egress
+The client's own TF server sits behind an ingress too, which only workers may call:
+TF 2.21 pushes the client's inputs, so nothing uses that route until a client runs with
+TF_EAGER_REMOTE_USE_SEND_TENSOR_RPC=0 and workers pull (docs/cluster.md). Each egress
 presents its host's certificate and calls its local caller by `listen.local_identity`;
 the egresses here enforce no op policy (they lift the whole default denylist), so that
 what refuses is the worker's own ingress, which is what a cluster must rely on. Every
@@ -70,6 +72,16 @@ def ingress_config(pki: Pki, workdir: pathlib.Path, worker: str) -> dict[str, An
     }
 
 
+def client_ingress_config(pki: Pki, workdir: pathlib.Path) -> dict[str, Any]:
+    """The client's own TF server (TF clients run one, on every interface): only
+    workers may pull the client's tensors from it, nothing else."""
+    config = ingress_config(pki, workdir, "client0")
+    config["policy"]["rules"] = [{
+        "name": "workers-pull", "principals": {"spiffe": ["spiffe://tfgate.test/cluster/worker*"]},
+        "methods": ["RecvTensor"]}]
+    return config
+
+
 def egress_config(pki: Pki, workdir: pathlib.Path, name: str, identity: str,
                   upstream: str) -> dict[str, Any]:
     cert = pki.ca.client(f"egress-{name}", spiffe_id=identity)
@@ -131,11 +143,13 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Guar
     try:
         for worker in WORKERS:
             g.ingress[worker.name] = g.serve(ingress_config(pki, workdir, worker.name))
+        g.ingress["client0"] = g.serve(client_ingress_config(pki, workdir))
         routes: dict[tuple[str, str], str | None] = {}
         for worker in WORKERS:
             routes[("client0", worker.name)] = g.egress(f"client0-{worker.name}", CLIENT,
                                                         worker.name)
-            routes[(worker.name, "client0")] = None  # no connect-back
+            routes[(worker.name, "client0")] = g.egress(f"{worker.name}-client0",
+                                                        WORKER_ID[worker.name], "client0")
             for peer in WORKERS:
                 if peer != worker:
                     routes[(worker.name, peer.name)] = g.egress(
@@ -303,3 +317,16 @@ class TestPeers:
                 assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED, method
                 assert "not created through tfgate by this caller" in info.value.details()
         assert run(guarded, "eager_op") == {"ok": True, "value": [3.0, 5.0, 7.0]}
+
+
+def test_connect_back_through_the_client_ingress(guarded: Guarded) -> None:
+    """By default no worker calls the client. With TF_EAGER_REMOTE_USE_SEND_TENSOR_RPC=0
+    worker0 pulls the client's input with RecvTensor, through its egress and the client's
+    ingress, as a worker identity. Runs last: it replaces the module's client."""
+    assert guarded.audit("client0") == []
+    guarded.cluster.restart_client({"TF_EAGER_REMOTE_USE_SEND_TENSOR_RPC": "0"})
+    assert run(guarded, "connect")["ok"]
+    assert run(guarded, "remote_function_local_input") == {"ok": True, "value": 21.0}
+    pulls = [(e["method"].rsplit("/", 1)[1], e["principal"], e["reason"])
+             for e in guarded.audit("client0")]
+    assert pulls and set(pulls) == {("RecvTensor", WORKER_ID["worker0"], "allowed")}
