@@ -172,7 +172,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
               "run it from a source checkout: make demo", file=sys.stderr)
         return 2
 
-    return run_demo(keep=args.keep)
+    if args.cluster and args.keep:
+        print("tfgate: demo --cluster has no --keep mode", file=sys.stderr)
+        return 2
+    return run_demo(keep=args.keep, cluster=args.cluster)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run a self-contained demonstration")
     demo.add_argument("--keep", action="store_true", help="keep running for your own calls")
+    demo.add_argument("--cluster", action="store_true",
+                      help="distributed TF: a TF client and worker through tfgate over mTLS")
     demo.set_defaults(func=cmd_demo)
     return parser
 
