@@ -240,6 +240,19 @@ class TestReadme:
             validate_config(data, base_dir=tree / "examples")
 
 
+    def test_cluster_configs_are_valid_as_printed(self, tree):
+        """The README's TF cluster configs (ingresses, egress) pass validation and build,
+        with the files they name made by make-dev-pki beside examples/."""
+        from proxy.state import build_state
+
+        blocks = [b for b in _readme_yaml_blocks() if b.startswith("# TF cluster:")]
+        assert len(blocks) == 3
+        for block in blocks:
+            cfg = validate_config(yaml.safe_load(block), base_dir=tree / "examples")
+            assert {u.kind for u in cfg.upstreams.values()} == {"cluster"}
+            build_state(cfg, connect=False)
+
+
 def test_readme_lists_every_reason():
     """Every reason a call can end with is named in the README's list."""
     from proxy.errors import Reason
