@@ -82,6 +82,7 @@ def inspect(state: State, call: Call, method: Method, message: bytes,
     _authorize(state, call, method, facts)
     state.limits.check(facts)
     if ticket is not None:
+        state.cluster.check_sizes(facts.cluster)  # type: ignore[arg-type]
         state.cluster.admit(ticket, exchange)  # type: ignore[arg-type]
     return facts
 

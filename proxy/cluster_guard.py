@@ -34,6 +34,7 @@ import logging
 from dataclasses import dataclass, field
 
 from proxy import config
+from proxy.cluster_policy import check_tensors
 from proxy.errors import Reason, Reject, malformed
 from proxy.handles import HandleTable, Key, TableFull
 from proxy.inspect.distributed import ClusterFacts, Handle, response_handles
@@ -111,7 +112,14 @@ class ClusterGuard:
 
     def __init__(self, cfg: config.Cluster, table: HandleTable) -> None:
         self._caps = cfg.handles
+        self._tensors = cfg.tensors
         self.table = table
+
+    def check_sizes(self, facts: ClusterFacts) -> None:
+        """What the request's tensors decode to (`cluster.tensors`); raises Reject."""
+        refusal = check_tensors(self._tensors, facts)
+        if refusal is not None:
+            raise Reject(refusal.reason, refusal.message)
 
     def check(self, owner: str, method: str, facts: ClusterFacts, exchange: Exchange
               ) -> tuple[ClusterFacts, Ticket]:

@@ -120,3 +120,18 @@ def judge(grants: Sequence[Grant], facts: ClusterFacts, addresses: Addresses
             return Refusal(Reason.OP_NOT_ALLOWED, _op_message(use.op, use.where)), ()
         used[grant.rule] = None
     return None, tuple(used) or (grants[0].rule,)
+
+
+def check_tensors(cfg: config.ClusterTensors, facts: ClusterFacts) -> Refusal | None:
+    """The decoded size of each tensor and of all of them (`cluster.tensors`)."""
+    total = 0
+    for t in facts.tensors:
+        if t.decoded_bytes > cfg.max_tensor_bytes:
+            return Refusal(Reason.LIMIT_EXCEEDED, f"tensor at {t.name}: {t.decoded_bytes} "
+                           f"bytes decoded > max {cfg.max_tensor_bytes} "
+                           "(cluster.tensors.max_tensor_bytes)")
+        total += t.decoded_bytes
+    if total > cfg.max_request_bytes:
+        return Refusal(Reason.LIMIT_EXCEEDED, f"request: {total} tensor bytes decoded > max "
+                       f"{cfg.max_request_bytes} (cluster.tensors.max_request_bytes)")
+    return None

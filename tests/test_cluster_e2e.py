@@ -10,7 +10,8 @@ The client's own TF server sits behind an ingress too, which only workers may ca
 TF 2.21 pushes the client's inputs, so nothing uses that route until a client runs with
 TF_EAGER_REMOTE_USE_SEND_TENSOR_RPC=0 and workers pull (docs/cluster.md). Each egress
 presents its host's certificate and calls its local caller by `listen.local_identity`;
-the egresses here enforce no op policy (they lift the whole default denylist), so that
+the egresses here enforce no op policy (they lift the whole default denylist, and
+their tensor caps are out of reach), so that
 what refuses is the worker's own ingress, which is what a cluster must rely on. Every
 tfgate runs in this process; the TF processes are shared by the whole module.
 """
@@ -91,7 +92,8 @@ def egress_config(pki: Pki, workdir: pathlib.Path, name: str, identity: str,
         "upstreams": {"remote": {"address": upstream, "kind": "cluster", "tls": {
             "ca": str(pki.ca.ca.cert_path), "cert": str(cert.cert_path),
             "key": str(cert.key_path)}}},
-        "cluster": {"addresses": ["**"]},
+        "cluster": {"addresses": ["**"],
+                    "tensors": {"max_tensor_bytes": 2**40, "max_request_bytes": 2**40}},
         "policy": {"rules": [{"name": "local", "principals": {"spiffe": [identity]},
                               "methods": ALL_CLUSTER,
                               "ops": {"lift": sorted(DEFAULT_DENYLIST)}}]},
@@ -249,6 +251,17 @@ class TestRefused:
         assert not result["ok"], result
         refused = _wait_for_refusal(guarded, "worker0", before0)
         assert 'op "EagerPyFunc" at queue[0].operation' in refused["detail"]
+
+    def test_an_expanding_constant(self, guarded: Guarded) -> None:
+        """tf.constant(1.0, shape=[10**8]) in a TF1 graph: TF sends one value and the
+        shape, the worker would build 400 MB from it; refused before it is forwarded."""
+        assert run(guarded, "session_big_constant", elements=4) == {"ok": True, "value": 4.0}
+        before = len(guarded.audit("worker0"))
+        result = run(guarded, "session_big_constant", elements=10**8)
+        assert not result["ok"] and result["error"] == "ResourceExhaustedError", result
+        refused = _wait_for_refusal(guarded, "worker0", before)
+        assert refused["reason"] == "limit-exceeded"
+        assert "400000000 bytes decoded" in refused["detail"]
 
     def test_the_client_works_again_after_refusals(self, guarded: Guarded) -> None:
         """A refusal ends the client's stream; TF opens a new one for the next ops."""

@@ -377,3 +377,76 @@ class TestMemoryBounds:
         else:
             pytest.fail("the table never filled")
         Caller(state, CLIENT).call("Enqueue", rq.enqueue(1, rq.op_item("Mul")))
+
+
+def const(P: rq.Protos, name: str, shape: tuple[int, ...], values: tuple[float, ...]) -> Any:
+    """A Const node whose value declares `shape` and carries `values` (TF repeats a
+    single value to fill the shape)."""
+    value = P.AttrValue()
+    value.tensor.dtype = 1  # DT_FLOAT
+    for size in shape:
+        value.tensor.tensor_shape.dim.add(size=size)
+    value.tensor.float_val.extend(values)
+    return P.node(name, "Const", value=value)
+
+
+class TestTensors:
+    """Tensors a cluster request carries are sized as the server will allocate them."""
+
+    BIG = 10**9  # elements: 4 GB of float32 from a few bytes on the wire
+
+    def test_an_expanding_constant_is_refused(self, state: State, P: rq.Protos) -> None:
+        graph = P.graph([const(P, "ok", (0,), ()), const(P, "small", (4,), (1.0,)),
+                         const(P, "big", (self.BIG,), (1.0,))])
+        refused = Caller(state, CLIENT).refused(Reason.LIMIT_EXCEEDED, "CreateSession",
+                                                rq.create_session(graph))
+        assert refused.code is Code.RESOURCE_EXHAUSTED
+        assert 'tensor at graph_def.node[2] "big".attr["value"]' in refused.message
+        assert "4000000000 bytes decoded" in refused.message
+        assert "cluster.tensors.max_tensor_bytes" in refused.message
+
+    def test_in_a_registered_function_body(self, state: State, P: rq.Protos) -> None:
+        client = Caller(state, CLIENT)
+        ctx = context(client)
+        body = P.function("__inference_fill_6", const(P, "big", (self.BIG,), (0.0,)))
+        refused = client.refused(Reason.LIMIT_EXCEEDED, "Enqueue",
+                                 rq.enqueue(ctx, rq.register_item(body)))
+        assert "__inference_fill_6" in refused.message
+
+    def test_feeds_and_eager_inputs(self, state: State) -> None:
+        from proxy.pb import distributed_eager_pb2
+
+        client = Caller(state, CLIENT)
+        created = distributed_master_pb2.CreateSessionResponse(session_handle="s").SerializeToString()
+        client.call("CreateSession", rq.create_session(rq.Protos("ours").graph()), answers=[created])
+        step = distributed_master_pb2.RunStepRequest(session_handle="s")
+        feed = step.feed.add(name="x:0")
+        feed.tensor.dtype, feed.tensor.tensor_shape.dim.add().size = 1, self.BIG
+        feed.tensor.float_val.append(1.0)
+        refused = client.refused(Reason.LIMIT_EXCEEDED, "RunStep", step.SerializeToString())
+        assert 'feed[0] "x:0"' in refused.message
+        ctx = context(client)
+        enqueue = distributed_eager_pb2.EnqueueRequest(context_id=ctx)
+        op = enqueue.queue.add().operation
+        op.id, op.name = 1, "Mul"
+        given = op.op_inputs.add().tensor
+        given.dtype, given.tensor_shape.dim.add().size = 1, self.BIG
+        given.float_val.append(2.0)
+        refused = client.refused(Reason.LIMIT_EXCEEDED, "Enqueue", enqueue.SerializeToString())
+        assert "queue[0].operation.op_inputs[0]" in refused.message
+
+    def test_the_caps_are_configurable(self, P: rq.Protos) -> None:
+        state = state_for(cluster={**CONFIG["cluster"], "tensors": {
+            "max_tensor_bytes": 8 * 10**9, "max_request_bytes": 8 * 10**9}})
+        graph = P.graph([const(P, "big", (self.BIG,), (1.0,))])
+        Caller(state, CLIENT).call("CreateSession", rq.create_session(graph))
+        state = state_for(cluster={**CONFIG["cluster"], "tensors": {"max_request_bytes": 20}})
+        graph = P.graph([const(P, "a", (4,), (1.0,)), const(P, "b", (4,), (1.0,))])
+        refused = Caller(state, CLIENT).refused(Reason.LIMIT_EXCEEDED, "CreateSession",
+                                                rq.create_session(graph))
+        assert "32 tensor bytes decoded > max 20" in refused.message
+
+    def test_a_value_count_tf_would_not_read_as_sent(self, state: State, P: rq.Protos) -> None:
+        graph = P.graph([const(P, "odd", (4,), (1.0, 2.0, 3.0))])
+        Caller(state, CLIENT).refused(Reason.MALFORMED_REQUEST, "CreateSession",
+                                      rq.create_session(graph))

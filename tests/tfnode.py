@@ -181,6 +181,15 @@ def _actions(tf: Any, cluster: dict[str, list[str]]) -> dict[str, Callable[..., 
             with tf.compat.v1.Session("grpc://" + cluster["worker"][0]) as sess:
                 return sess.run(data).decode()
 
+    def session_big_constant(elements: int) -> float:
+        """A TF1 graph constant declared with `elements` elements and one value: a few
+        bytes on the wire, `elements` floats once the worker builds it."""
+        with tf.Graph().as_default():
+            with tf.device(WORKER0):
+                total = tf.reduce_sum(tf.constant(1.0, shape=[elements]))
+            with tf.compat.v1.Session("grpc://" + cluster["worker"][0]) as sess:
+                return float(sess.run(total))
+
     def write_file(path: str, contents: str) -> bool:
         from tensorflow.python.eager import context
 
@@ -204,6 +213,7 @@ def _actions(tf: Any, cluster: dict[str, list[str]]) -> dict[str, Callable[..., 
     return {f.__name__: f for f in (connect, eager_op, remote_function,
                                     remote_function_local_input, session, session_function,
                                     session_read_file, session_nested_read_file,
+                                    session_big_constant,
                                     read_file, function_read_file, nested_read_file,
                                     write_file, py_function, raw_py_func)}
 

@@ -28,7 +28,7 @@ from proxy.config.base import (
     is_loopback,
     parse_address,
 )
-from proxy.config.cluster import Cluster, Handles, OpFilter
+from proxy.config.cluster import Cluster, ClusterTensors, Handles, OpFilter
 from proxy.config.limits import Limits
 from proxy.config.listen import Listen, ListenTLS
 from proxy.config.policy import Policy, Principals, Rule, Version
@@ -43,6 +43,7 @@ __all__ = [
     "Audit",
     "Authn",
     "Cluster",
+    "ClusterTensors",
     "Config",
     "ConfigError",
     "FilePath",

@@ -83,6 +83,19 @@ class Handles(Section):
         return self
 
 
+class ClusterTensors(Section):
+    """What the tensors of one distributed-TF request may make the server allocate,
+    computed from shape and dtype (a Const of shape [1000000000] with one value is 4 GB
+    at the server and a few bytes on the wire). The wire size stays bounded by
+    `listen.max_message_bytes`; these bound what repeating a value expands to."""
+
+    max_tensor_bytes: int = Field(
+        256 * MiB, gt=0, description="Most bytes one tensor decodes to (a Const value, a "
+        "feed, an eager input).")
+    max_request_bytes: int = Field(
+        1024 * MiB, gt=0, description="Most bytes all tensors of one request decode to.")
+
+
 class Cluster(Section):
     """Distributed TensorFlow (upstreams of `kind: cluster`)."""
 
@@ -92,3 +105,5 @@ class Cluster(Section):
         "UpdateContext, CreateWorkerSession, CreateSession or RegisterGraph may name: the "
         "server would dial each of them. Empty: every request naming an address is refused.")
     handles: Handles = Field(default_factory=Handles, description="Handle ownership memory.")
+    tensors: ClusterTensors = Field(default_factory=ClusterTensors,
+                                    description="Decoded sizes of the tensors requests carry.")

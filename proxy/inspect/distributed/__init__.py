@@ -21,7 +21,8 @@ The facts (see facts.py):
   container, collective keys, coordination tasks/keys/barriers, a function an eager
   RemoveFunction names), created or used;
   a primary handle is reported even when empty or 0 (TF's shared legacy session is "");
-- `debug_urls` and `settings`: things a policy refuses.
+- `debug_urls` and `settings`: things a policy refuses;
+- `tensors`: what each tensor the request carries decodes to (proxy/inspect/tensors.py).
 `response_handles(path, data)` reads the handle a server hands out in a response.
 """
 
