@@ -44,6 +44,7 @@ from proxy.inspect.tf_op_names import NAMES as TF_OPS
 log = logging.getLogger("tfgate")
 
 MAX_PENDING_NAMES = 65_536  # function names one call may hold uncommitted
+MAX_PENDING = 65_536        # requests of one call forwarded and not yet answered
 _MASTER, _WORKER, _EAGER = ("/tensorflow.MasterService/", "/tensorflow.WorkerService/",
                             "/tensorflow.eager.EagerService/")
 # Methods whose success releases the handle they name (of this kind).
@@ -89,6 +90,9 @@ class Exchange:
         return names is not None and name in names
 
     def hold(self, ticket: Ticket) -> None:
+        if len(self.tickets) >= MAX_PENDING:
+            raise Reject(Reason.LIMIT_EXCEEDED, f"more than {MAX_PENDING} requests awaiting "
+                         "the server's answer on one call")
         if ticket.scope is not None and ticket.defines:
             if self.pending_names + len(ticket.defines) > MAX_PENDING_NAMES:
                 raise Reject(Reason.LIMIT_EXCEEDED, f"more than {MAX_PENDING_NAMES} function "
