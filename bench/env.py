@@ -93,7 +93,7 @@ def proxy_config(env: Env, backend: str, port: int, *, mtls: bool,
         tls = {"client_ca": str(env.ca), "client_auth": "require"}
         rule = {"name": "bench-mtls", "principals": {"spiffe": [SPIFFE]},
                 "require": ["certificate", "token"],
-                "methods": ["Predict", "/tensorflow.eager.EagerService/StreamingEnqueue"]}
+                "methods": ["Predict"]}
     else:
         tls = {"client_auth": "none"}
         rule = {"name": "bench-token", "principals": {"sub": ["bench-loadgen"]},
@@ -125,6 +125,29 @@ def proxy_config(env: Env, backend: str, port: int, *, mtls: bool,
                        "tls": cfg["listen"]["tls"]}
         cfg["upstreams"]["bench"]["rest_address"] = f"http://{rest_backend}"
     return cfg
+
+
+
+def cluster_config(env: Env, backend: str, port: int) -> dict:
+    """The tfgate the StreamingEnqueue scenario measures: an mTLS listener in front of a
+    `kind: cluster` upstream, the client's certificate as its only proof (TF clients
+    send no token), an op allowlist, every message inspected and judged."""
+    return {
+        "listen": {
+            "address": f"127.0.0.1:{port}",
+            "tls": {"cert": str(env.server_cert), "key": str(env.server_key),
+                    "client_ca": str(env.ca), "client_auth": "require"},
+        },
+        "upstreams": {"worker": {"address": backend, "kind": "cluster"}},
+        "policy": {"rules": [
+            {"name": "other-client", "principals": {"spiffe": ["spiffe://bench.tfgate/other"]},
+             "methods": ["CreateContext", "StreamingEnqueue"]},
+            {"name": "bench-cluster", "principals": {"spiffe": [SPIFFE]},
+             "methods": ["CreateContext", "StreamingEnqueue"],
+             "ops": {"allow": ["Const", "Mul", "AddV2", "Identity"]}},
+        ]},
+        "audit": {"output": str(env.audit)},
+    }
 
 
 

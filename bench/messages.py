@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from proxy.pb import serving_pb2, tensor_pb2
+from proxy.pb import distributed_eager_pb2, serving_pb2, tensor_pb2
 
 MODEL = "bench"
 DT_FLOAT = 1
@@ -67,9 +67,29 @@ def predict_response(floats: int = 36) -> bytes:
     return _len_field(1, entry) + _len_field(2, spec.SerializeToString())
 
 
-def stream_message(size: int = 256) -> bytes:
-    """An opaque bidi-stream message (the eager service's EnqueueRequest is not inspected)."""
-    return _len_field(1, _varint(7)) + _len_field(3, b"\x00" * max(0, size - 12))
+# The context the bench's StreamingEnqueue messages run in (created through tfgate
+# first: the cluster guard refuses a context its caller did not create).
+CONTEXT_ID = 0x7F6A_11D5_9C3E_0B21
+
+
+def create_context() -> bytes:
+    """CreateContextRequest for CONTEXT_ID (no cluster: the backend is no TF server)."""
+    return distributed_eager_pb2.CreateContextRequest(
+        context_id=CONTEXT_ID, keep_alive_secs=600).SerializeToString()
+
+
+def stream_message() -> bytes:
+    """One EnqueueRequest as a TF client sends them for an eager op on a worker (176 B):
+    `Mul` of two remote tensors with its dtype attr, inspected by tfgate per message."""
+    req = distributed_eager_pb2.EnqueueRequest(context_id=CONTEXT_ID)
+    op = req.queue.add().operation
+    op.id, op.name, op.device = 42, "Mul", "/job:worker/replica:0/task:0/device:CPU:0"
+    for op_id in (40, 41):
+        handle = op.op_inputs.add().remote_handle
+        handle.op_id, handle.device = op_id, op.device
+        handle.dtype = DT_FLOAT
+    op.attrs["T"].type = DT_FLOAT
+    return req.SerializeToString()
 
 
 def grpc_frame(message: bytes) -> bytes:

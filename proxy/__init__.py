@@ -10,13 +10,17 @@ A call walks one pipeline, a module per stage, in this order:
 2. authenticate (`authn/`): the verified client certificate (SPIFFE ID, DNS SANs, CN)
    and/or a bearer JWT from `authorization` metadata become a `Principal`.
 3. route (`routing.py`): the path must be a method of an enabled family (`families/`: TF
-   Serving today), else UNIMPLEMENTED; the profiler and SessionService are always refused.
+   Serving, and the distributed runtime for `kind: cluster` upstreams), else
+   UNIMPLEMENTED; the profiler and SessionService are always refused.
 4. authorize the method (`policy.py`): a caller no rule lets call it is refused before
    its body is parsed.
 5. inspect (`inspect/`): the request bytes become `Facts` (models, versions, signatures,
    tensor sizes), parsed with the server's own merge rules; unparsable: INVALID_ARGUMENT.
 6. authorize the facts (`policy.py`): default deny; some rule must grant principal ×
-   method × every model × version × signature, or PERMISSION_DENIED.
+   method × every model × version × signature, or PERMISSION_DENIED. Distributed-TF
+   requests: every op, cluster address and debug URL (`cluster_policy.py`), and the
+   handles and functions they use must be the caller's own (`cluster_guard.py`,
+   `handles.py`).
 7. limit (`limits.py`): sizes, then concurrency and rate.
 8. forward (`forward.py`, `metadata.py`): the exact bytes received go to the upstream the
    route chose, minus credentials, plus the verified identity; deadline and cancellation

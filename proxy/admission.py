@@ -12,13 +12,20 @@ The method is authorized before any body is parsed, so a caller no rule lets cal
 never costs a parse. `decide` is the same decision without credentials or a body, for
 `tfgate explain`; a shadow policy (shadow.py) is decided beside the enforced one
 wherever the enforced one is, and never changes the outcome.
+
+Distributed-TF requests (`facts.cluster`) also pass `cluster_guard.py`: the handles and
+functions they use must be the caller's (checked before policy, claimed after it), and
+the front hands each response of such a call back through `answered`, so that what the
+server created is bound to the caller. A front keeps one `Exchange` per call for that.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from proxy.call import Call, Facts, ModelTarget, Principal
+from proxy.cluster_guard import Exchange
 from proxy.errors import Reject
 from proxy.families import Access, Kind, Method
 from proxy.limits import Lease
@@ -61,17 +68,39 @@ def start(state: State, call: Call, request: Request, lease: Lease) -> Method:
     return method
 
 
-def inspect(state: State, call: Call, method: Method, message: bytes) -> Facts:
-    return judge(state, call, method, method.inspect(message))
+def inspect(state: State, call: Call, method: Method, message: bytes,
+            exchange: Exchange | None = None) -> Facts:
+    """One request message. `exchange`: the call's, for cluster methods (without one,
+    what the request creates is never committed, so its later use is refused)."""
+    return judge(state, call, method, method.inspect(message), exchange)
 
 
-def judge(state: State, call: Call, method: Method, facts: Facts) -> Facts:
+def judge(state: State, call: Call, method: Method, facts: Facts,
+          exchange: Exchange | None = None) -> Facts:
     """Authorize a request's facts and check their sizes: `inspect` after parsing, and
     the REST front with the facts it read from JSON (the same policy and the same caps)."""
     call.facts = facts  # before any check: a refusal is audited with what it addressed
+    ticket = None
+    if facts.cluster is not None:
+        assert call.principal is not None  # start() ran
+        exchange = exchange if exchange is not None else Exchange()
+        call.note_ops([use.op for use in facts.cluster.ops])
+        judged, ticket = state.cluster.check(call.principal.display(), method.path,
+                                             facts.cluster, exchange)
+        facts = dataclasses.replace(facts, cluster=judged)
     _authorize(state, call, method, facts)
     state.limits.check(facts)
+    if ticket is not None:
+        state.cluster.check_sizes(facts.cluster)  # type: ignore[arg-type]
+        state.cluster.admit(ticket, exchange)  # type: ignore[arg-type]
     return facts
+
+
+def answered(state: State, exchange: Exchange, response: bytes) -> None:
+    """A response the server sent with OK so far, for the oldest request of the call
+    still awaiting one (cluster methods; nothing for others)."""
+    if exchange.tickets:
+        state.cluster.answered(exchange, response)
 
 
 def admit(state: State, call: Call, method: Method, facts: Facts,
@@ -80,7 +109,10 @@ def admit(state: State, call: Call, method: Method, facts: Facts,
     state.limits.admit(call.principal, facts)
     upstream = state.router.upstream_for(method, facts)
     call.upstream = upstream
-    timeout = state.limits.timeout(request.deadline_s, unary=method.kind is Kind.UNARY_UNARY)
+    # Distributed-TF calls keep the client's deadline (none, from TF): RunStep, RunGraph,
+    # RecvTensor and WaitQueueDone last as long as the computation they wait for.
+    bounded = method.kind is Kind.UNARY_UNARY and method.family != "cluster"
+    timeout = state.limits.timeout(request.deadline_s, unary=bounded)
     return Admitted(upstream, state.metadata.upstream_metadata(
         request.metadata, call.principal.display()), timeout)
 

@@ -53,6 +53,9 @@ def event_fields(call: Call) -> dict[str, Any]:
     }
     if call.http_status is not None:
         fields["http_status"] = call.http_status
+    if call.ops_judged:  # distributed TF: the first ops judged, and how many in all
+        fields["ops"] = call.ops
+        fields["ops_judged"] = call.ops_judged
     if call.code is not Code.OK:
         fields["detail"] = call.detail
     for key in _CALLER_TEXT:

@@ -8,10 +8,16 @@ import dataclasses
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from proxy.errors import Code, Reason
 
+if TYPE_CHECKING:
+    from proxy.inspect.distributed.facts import ClusterFacts
+
 DEFAULT_SIGNATURE = "serving_default"
+OPS_RECORDED = 16  # op names one audit event lists (a stream's first ones)
+_OP_CHARS = 80     # longer names (registered functions) are cut in the audit event
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +113,14 @@ class ExampleFacts:
 
 @dataclass(frozen=True, slots=True)
 class Facts:
-    """Everything policy and limits may know about a request: plain values, no protobuf."""
+    """Everything policy and limits may know about a request: plain values, no protobuf.
+    `cluster` is set for distributed-TF requests (families/cluster.py) and only there:
+    the ops, functions, addresses and handles the request names."""
 
     targets: tuple[ModelTarget, ...] = ()
     tensors: tuple[TensorFacts, ...] = ()
     examples: ExampleFacts | None = None
+    cluster: ClusterFacts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +160,19 @@ class Call:
     limit: str | None = None           # the limit a limit refusal names
     shadow: ShadowVerdict | None = None
     http_status: int | None = None  # the REST front's answer; None for gRPC calls
+    # Distributed TF: the first distinct op names judged (at most OPS_RECORDED, across
+    # every message of a stream) and how many op uses were judged in all.
+    ops: list[str] = field(default_factory=list)
+    ops_judged: int = 0
+
+    def note_ops(self, names: list[str]) -> None:
+        self.ops_judged += len(names)
+        for name in names:
+            if len(self.ops) >= OPS_RECORDED:
+                break
+            short = name if len(name) <= _OP_CHARS else name[:_OP_CHARS] + "..."
+            if short not in self.ops:
+                self.ops.append(short)
 
     def latency_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000.0

@@ -75,7 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers.die_with_parent()
         return _serve(cfg, args, cpu=args.worker_cpu, shared_port=True,
                       runtime=_worker_runtime(cfg, args))
-    plan = workers.plan(args.workers, pin=not args.no_pin)
+    plan = _single_for_cluster(cfg, args, workers.plan(args.workers, pin=not args.no_pin))
     addresses = {"listen.address": cfg.listen.address}
     if cfg.rest is not None:
         addresses["rest.address"] = cfg.rest.address
@@ -104,6 +104,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _shareable(address: str) -> bool:
     kind, _, port = parse_address(address)
     return kind == "tcp" and bool(port)
+
+
+def _single_for_cluster(cfg: Config, args: argparse.Namespace, plan: Plan) -> Plan:
+    """Distributed-TF handles are bound to their creators in one process's memory
+    (proxy/handles.py): a cluster upstream is served by a single process."""
+    from proxy import workers
+
+    if not any(up.kind == "cluster" for up in cfg.upstreams.values()) or plan.workers == 1:
+        return plan
+    if args.workers is not None:
+        raise ConfigError("upstreams", f"--workers {plan.workers}: a cluster upstream needs "
+                          "--workers 1 (handle ownership lives in one process's memory)")
+    log.info("one process", reason="a cluster upstream is served by one process")
+    return workers.plan(1, pin=not args.no_pin)
 
 
 def _check_port(address: str, *, claim: bool) -> ports.PortClaim | None:
@@ -227,7 +241,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ImportError:
         return _no_dev_tooling("demo")
 
-    return run_demo(keep=args.keep)
+    if args.cluster and args.keep:
+        print("tfgate: demo --cluster has no --keep mode", file=sys.stderr)
+        return 2
+    return run_demo(keep=args.keep, cluster=args.cluster)
 
 
 def cmd_token(args: argparse.Namespace) -> int:

@@ -76,6 +76,11 @@ def _explain(sub: Any, func: Command) -> None:
     which.add_argument("--version", type=int, help="the model version the request names")
     which.add_argument("--label", help="the version label the request names")
     explain.add_argument("--signature", default="", help="empty means serving_default")
+    explain.add_argument("--op", action="append", default=[],
+                         help="distributed TF: an op the request runs (repeatable)")
+    explain.add_argument("--address", action="append", default=[],
+                         help="distributed TF: a host:port its cluster definition names "
+                              "(repeatable)")
     identity = explain.add_argument_group("the caller (certificate and/or token)")
     identity.add_argument("--spiffe", metavar="ID", help="the certificate's SPIFFE ID")
     identity.add_argument("--dns", action="append", default=[], metavar="NAME",
@@ -92,6 +97,8 @@ def _demo(sub: Any, func: Command) -> None:
         "Start a TensorFlow model server and tfgate on loopback with a throwaway PKI, and\n"
         "show allowed and refused calls. Needs a source checkout with the dev extras."))
     demo.add_argument("--keep", action="store_true", help="keep running for your own calls")
+    demo.add_argument("--cluster", action="store_true",
+                      help="distributed TF: a TF client and worker through tfgate over mTLS")
 
 
 def _token(sub: Any, func: Command) -> None:

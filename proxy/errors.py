@@ -96,6 +96,13 @@ class Reason(enum.Enum):
     MODEL_NOT_ALLOWED = "model-not-allowed"
     VERSION_NOT_ALLOWED = "version-not-allowed"
     SIGNATURE_NOT_ALLOWED = "signature-not-allowed"
+    # distributed TF (cluster family)
+    OP_NOT_ALLOWED = "op-not-allowed"
+    ADDRESS_NOT_ALLOWED = "address-not-allowed"
+    DEBUG_URL_REFUSED = "debug-url-refused"
+    SETTING_NOT_ALLOWED = "setting-not-allowed"
+    HANDLE_NOT_OWNED = "handle-not-owned"
+    FUNCTION_NOT_REGISTERED = "function-not-registered"
     # limits
     LIMIT_EXCEEDED = "limit-exceeded"
     INPUT_NOT_ALLOWED = "input-not-allowed"  # a dtype or empty tensor the limits refuse
@@ -145,6 +152,12 @@ STATUS: dict[Reason, tuple[Code, int]] = {
     Reason.MODEL_NOT_ALLOWED: (Code.PERMISSION_DENIED, 403),
     Reason.VERSION_NOT_ALLOWED: (Code.PERMISSION_DENIED, 403),
     Reason.SIGNATURE_NOT_ALLOWED: (Code.PERMISSION_DENIED, 403),
+    Reason.OP_NOT_ALLOWED: (Code.PERMISSION_DENIED, 403),
+    Reason.ADDRESS_NOT_ALLOWED: (Code.PERMISSION_DENIED, 403),
+    Reason.DEBUG_URL_REFUSED: (Code.PERMISSION_DENIED, 403),
+    Reason.SETTING_NOT_ALLOWED: (Code.PERMISSION_DENIED, 403),
+    Reason.HANDLE_NOT_OWNED: (Code.PERMISSION_DENIED, 403),
+    Reason.FUNCTION_NOT_REGISTERED: (Code.PERMISSION_DENIED, 403),
     Reason.LIMIT_EXCEEDED: (Code.RESOURCE_EXHAUSTED, 413),
     Reason.INPUT_NOT_ALLOWED: (Code.INVALID_ARGUMENT, 400),
     Reason.RATE_LIMITED: (Code.RESOURCE_EXHAUSTED, 429),

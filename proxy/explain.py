@@ -2,7 +2,9 @@
 
 The caller's identity and the request's facts come from the command line instead of
 credentials and a body; the rest is `admission.decide`, the data path's own code. With a
-`shadow_policy`, its decision for the same call is shown too (never enforced)."""
+`shadow_policy`, its decision for the same call is shown too (never enforced). For a
+distributed-TF method, `--op` and `--address` describe what the request would run and
+dial; handle ownership is state of a running tfgate, so explain does not judge it."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget, Principal
 from proxy.config import Config
 from proxy.errors import ConfigError
 from proxy.families import Access
+from proxy.inspect.distributed import Address, ClusterFacts, OpUse
 from proxy.policy import Decision
 from proxy.routing import MethodTable
 from proxy.state import build_state
@@ -35,12 +38,23 @@ def explain(cfg: Config, args: argparse.Namespace) -> tuple[Decision, str]:
             raise ConfigError("--model", f"{method.name} addresses a model: give --model")
         signature = (args.signature or DEFAULT_SIGNATURE) if method.access is Access.DATA else None
         facts = Facts(targets=(ModelTarget(args.model, args.version, args.label, signature),))
+    if method is not None and method.family == "cluster":
+        facts = _cluster_facts(args)
+    elif getattr(args, "op", None) or getattr(args, "address", None):
+        raise ConfigError("--op", "--op and --address describe distributed-TF methods only")
     decision = admission.decide(state, principal, path, facts)
     text = _render(decision, path, principal, facts)
     shadow = admission.decide_shadow(state, principal, path, facts)
     if shadow is not None:
         text += "\n" + _render_shadow(shadow, differs=shadow.allowed != decision.allowed)
     return decision, text
+
+
+def _cluster_facts(args: argparse.Namespace) -> Facts:
+    ops = tuple(OpUse(op, "--op") for op in dict.fromkeys(getattr(args, "op", None) or ()))
+    addresses = tuple(Address(a, "?", 0, "--address")
+                      for a in getattr(args, "address", None) or ())
+    return Facts(cluster=ClusterFacts(ops=ops, addresses=addresses))
 
 
 def _method_path(methods: MethodTable, pattern: str) -> str:
@@ -72,6 +86,10 @@ def _render(decision: Decision, path: str, principal: Principal, facts: Facts) -
     if facts.targets:
         t = facts.targets[0]
         lines.append(f"  model: {t.name} version: {t.version_text()} signature: {t.signature}")
+    if facts.cluster is not None and facts.cluster.ops:
+        lines.append("  ops: " + " ".join(u.op for u in facts.cluster.ops))
+    if facts.cluster is not None and facts.cluster.addresses:
+        lines.append("  addresses: " + " ".join(a.address for a in facts.cluster.addresses))
     lines.append(f"  reason: {decision.reason.value}")
     lines.append(f"  rule: {decision.rule}" if decision.allowed else f"  why: {decision.message}")
     return "\n".join(lines)

@@ -5,6 +5,8 @@ decision is a plain value: allowed or not, the reason from the closed set, the r
 granted it, and a message that names the failed check. When no rule grants a call, the
 reason reported is from the rule that got furthest (principal → identity proofs →
 method → model → version → signature), because that is the check an operator needs to see.
+A distributed-TF request (`facts.cluster`) is then judged by `cluster_policy.judge` over
+the rules that grant its method: ops, addresses, debug URLs, settings.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from proxy import config
 from proxy.cache import Memo
 from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget, Principal
+from proxy.cluster_policy import Addresses, Grant, OpRule, judge
 from proxy.errors import ConfigError, ConfigErrors, Reason, config_errors
 from proxy.globs import DNS_LABELS, SEGMENTS, compile_globs
 from proxy.routing import MethodTable
@@ -30,6 +33,7 @@ def _key_bytes(principal: Principal, method: str, targets: tuple[ModelTarget, ..
     for t in targets:
         size += len(t.name) + len(t.label or "") + len(t.signature or "")
     return size
+CLUSTER = "cluster"  # the distributed-TF family (families/cluster.py)
 
 
 def _globs(patterns: list[str], where: str, separator: str = SEGMENTS
@@ -74,6 +78,7 @@ class _Rule:
     labels: frozenset[str]
     any_signature: bool
     signatures: frozenset[str]
+    grant: Grant  # what it allows of distributed-TF requests
 
     def applies_to(self, p: Principal) -> bool:
         if self.any_authenticated:
@@ -125,6 +130,11 @@ def _compile_rule(index: int, rule: config.Rule, table: MethodTable, section: st
     if any(table.methods[m].addresses_model for m in methods) and not rule.models:
         raise ConfigError(f"{where}.models", "required: the rule grants methods that "
                           "address a model (use ['*'] for every model)")
+    cluster = any(table.methods[m].family == CLUSTER for m in methods)
+    for key in ("ops", "settings"):
+        if getattr(rule, key) and not cluster:
+            raise ConfigError(f"{where}.{key}", "applies to distributed-TF methods only, "
+                              "and the rule grants none")
     p = rule.principals
     return _Rule(
         name=rule.name or f"rules[{index}]",
@@ -143,6 +153,8 @@ def _compile_rule(index: int, rule: config.Rule, table: MethodTable, section: st
         labels=frozenset(v for v in rule.versions if isinstance(v, str)),
         any_signature=_ANY in rule.signatures,
         signatures=frozenset(s or DEFAULT_SIGNATURE for s in rule.signatures),
+        grant=Grant(rule.name or f"rules[{index}]", OpRule.compile(rule.ops, f"{where}.ops"),
+                    frozenset(rule.settings)),
     )
 
 
@@ -166,7 +178,8 @@ _RANK = [Reason.NO_MATCHING_RULE, Reason.IDENTITY_REQUIREMENT, Reason.METHOD_NOT
 class Policy:
     """The compiled rule set. `decide` is pure: principal × method × facts → Decision."""
 
-    def __init__(self, cfg: config.Policy, table: MethodTable, section: str = "policy") -> None:
+    def __init__(self, cfg: config.Policy, table: MethodTable,
+                 cluster: config.Cluster | None = None, section: str = "policy") -> None:
         """`section` names the config key in errors (`shadow_policy` for a shadow)."""
         rules: list[_Rule] = []
         errors: list[ConfigError] = []
@@ -181,6 +194,8 @@ class Policy:
             raise config_errors(errors)
         self._rules = tuple(rules)
         self._decided: Memo[Decision] = Memo(_DECIDED_MAX)
+        self._grants: Memo[tuple[Grant, ...]] = Memo(_DECIDED_MAX)
+        self._addresses = Addresses(cluster or config.Cluster())
 
     def decide(self, principal: Principal, method: str, facts: Facts) -> Decision:
         """Decisions are pure, so each distinct (principal, method, targets) is decided
@@ -192,6 +207,22 @@ class Policy:
         if found is None:
             found = self._decide(principal, method, targets)
             self._decided.put(key, found, _key_bytes(principal, method, targets))
+        if facts.cluster is None or not found.allowed:
+            return found
+        refusal, used = judge(self._granted(principal, method), facts.cluster, self._addresses)
+        if refusal is not None:
+            return Decision(False, refusal.reason, None, refusal.message)
+        return Decision(True, Reason.ALLOWED, ",".join(used), "allowed")
+
+    def _granted(self, principal: Principal, method: str) -> tuple[Grant, ...]:
+        """The cluster grants of the rules that give `method` to `principal` (bounded
+        memo, like the decisions)."""
+        key = (principal, method)
+        found = self._grants.get(key)
+        if found is None:
+            found = tuple(r.grant for r in self._rules if r.applies_to(principal)
+                          and r.proofs_met(principal) and method in r.methods)
+            self._grants.put(key, found, len(method) + len(principal.display()))
         return found
 
     def _decide(self, principal: Principal, method: str,

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 from proxy.call import Facts
 from proxy.errors import ConfigError, Reason, Reject
 from proxy.families import Access, Family, Method
+from proxy.families.cluster import CLUSTER
 from proxy.families.serving import SERVING
 from proxy.globs import compile_globs
 
 if TYPE_CHECKING:
     from proxy import config
 
-FAMILIES: dict[str, Family] = {SERVING.name: SERVING}
+FAMILIES: dict[str, Family] = {SERVING.name: SERVING, CLUSTER.name: CLUSTER}
 
 # The profiler writes files and directories chosen by the caller on the server, and every
 # TF server registers it (ModelServer by default): refused whatever family is enabled.
@@ -44,7 +45,10 @@ class MethodTable:
             m.path: m for f in self.families for m in f.methods}
         self.always_denied = ALWAYS_DENIED + tuple(
             p for f in self.families for p in f.always_denied)
-        self._by_name = {m.name: m.path for m in self.methods.values()}
+        names = [m.name for m in self.methods.values()]
+        # A bare name stands for a method only where it is unambiguous.
+        self._by_name = {m.name: m.path for m in self.methods.values()
+                         if names.count(m.name) == 1}
 
     @classmethod
     def for_config(cls, cfg: config.Config) -> MethodTable:

@@ -115,7 +115,7 @@ class Gateway(grpc.GenericRpcHandler):
                                            admitted.metadata, admitted.timeout)
             if method.respond is not None and b.call.facts is not None:
                 response = admission.respond(b.state, b.call, method, b.call.facts, response)
-            b.call.bytes_out, b.call.messages_out = len(response), 1
+            b.sent(response)
             return response
         return None  # refused: the boundary has set the status
 
@@ -155,6 +155,7 @@ class _Boundary(CallScope):
     def __init__(self, gateway: Gateway, context: grpc.aio.ServicerContext, path: str) -> None:
         super().__init__(gateway.runtime, gateway.bounds, path, context.peer())
         self.context = context
+        self.exchange = admission.Exchange()  # cluster methods: requests awaiting answers
         self.request: Request | None = None
 
     async def __aenter__(self) -> _Boundary:
@@ -171,7 +172,7 @@ class _Boundary(CallScope):
         message = await self._read(self.bounds.receive_timeout_s)
         if message is None:
             raise malformed("the call ended before its request message")
-        facts = admission.inspect(self.state, self.call, method, message)
+        facts = admission.inspect(self.state, self.call, method, message, self.exchange)
         admitted = admission.admit(self.state, self.call, method, facts, self._req())
         self.call.forwarded_at = time.monotonic()
         return method, admitted, self.state.upstreams[admitted.upstream], message
@@ -195,7 +196,7 @@ class _Boundary(CallScope):
 
     def checker(self, method: Method) -> forward.Check:
         def check(message: bytes) -> None:
-            admission.inspect(self.state, self.call, method, message)
+            admission.inspect(self.state, self.call, method, message, self.exchange)
         return check
 
     async def _read(self, timeout: float | None) -> bytes | None:
@@ -213,8 +214,10 @@ class _Boundary(CallScope):
         return message
 
     def sent(self, response: bytes) -> None:
+        """A response on its way to the client; the upstream sent it with OK so far."""
         self.call.bytes_out += len(response)
         self.call.messages_out += 1
+        admission.answered(self.state, self.exchange, response)
 
     async def __aexit__(self, kind: type | None, exc: BaseException | None, _tb: object) -> bool:
         refusal: Reject | None = None

@@ -28,8 +28,9 @@ log = logging.getLogger("tfgate.shadow")
 class Shadow:
     """The compiled shadow rules of one config."""
 
-    def __init__(self, cfg: config.Policy, table: MethodTable) -> None:
-        self.policy = Policy(cfg, table, "shadow_policy")
+    def __init__(self, cfg: config.Policy, table: MethodTable,
+                 cluster: config.Cluster | None = None) -> None:
+        self.policy = Policy(cfg, table, cluster, section="shadow_policy")
 
     def compare(self, call: Call, path: str, facts: Facts, enforced: Decision) -> None:
         """Record on `call` where the shadow disagrees with `enforced`; never raises."""

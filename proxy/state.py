@@ -19,9 +19,12 @@ from proxy.authn import Authenticator
 from proxy.authn.jwt import TokenVerifier
 from proxy.authn.mtls import CertificateIdentities
 from proxy.authn.remote_jwks import KeySets, RemoteKeySet
+from proxy.call import Principal
+from proxy.cluster_guard import ClusterGuard
 from proxy.counters import Counters
 from proxy.errors import ConfigError
 from proxy.forward import Upstream
+from proxy.handles import HandleTable
 from proxy.limits import Limiter, LimitState, LimitStore
 from proxy.metadata import MetadataFilter
 from proxy.metrics import Labels
@@ -36,13 +39,15 @@ if TYPE_CHECKING:
 @dataclass
 class Shared:
     """What every State of one process shares: limit state, outcome counters and the
-    issuers' fetched keys. The limit state is this process's own (`LimitState`), or under
-    `serve --workers N` one table all workers share (`shared_limits.SharedLimitState`,
-    built by `cli.py`)."""
+    issuers' fetched keys, and the owners of distributed-TF handles. The limit state is
+    this process's own (`LimitState`), or under `serve --workers N` one table all workers
+    share (`shared_limits.SharedLimitState`, built by `cli.py`). The handle table is always
+    this process's own: cluster upstreams are served by one process (`cli.py`)."""
 
     limits: LimitStore = field(default_factory=LimitState)
     outcomes: Counters = field(default_factory=Counters)  # every call, by Reason value
     key_sets: KeySets = field(default_factory=KeySets)
+    handles: HandleTable = field(default_factory=HandleTable)
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity (runtime.py)
@@ -57,6 +62,7 @@ class State:
     metadata: MetadataFilter
     audit: AuditLog | None
     limits: Limiter
+    cluster: ClusterGuard
     shadow: Shadow | None = None
     labels: Labels = field(default_factory=lambda: Labels((), ()))
     remote_keys: tuple[RemoteKeySet, ...] = ()
@@ -81,8 +87,9 @@ def build_state(cfg: config.Config, shared: Shared | None = None, *, connect: bo
     this way); `clock` drives the rate-limit token buckets (tests pass a fake one)."""
     shared = shared or Shared()
     methods = methods or MethodTable.for_config(cfg)
-    policy = Policy(cfg.policy, methods)
-    shadow = Shadow(cfg.shadow_policy, methods) if cfg.shadow_policy is not None else None
+    policy = Policy(cfg.policy, methods, cfg.cluster)
+    shadow = (Shadow(cfg.shadow_policy, methods, cfg.cluster)
+              if cfg.shadow_policy is not None else None)
     remote = _remote_keys(cfg, shared) if connect else {}
     try:
         tokens = TokenVerifier(cfg.authn.jwt, remote=remote) if cfg.authn.jwt else None
@@ -106,7 +113,7 @@ def build_state(cfg: config.Config, shared: Shared | None = None, *, connect: bo
         shared=shared,
         methods=methods,
         authenticator=Authenticator(CertificateIdentities(), tokens,
-                                    token_required=cfg.token_required()),
+                                    token_required=cfg.token_required(), local=_local(cfg)),
         policy=policy,
         router=UpstreamRouter(cfg),
         upstreams=upstreams,
@@ -117,6 +124,7 @@ def build_state(cfg: config.Config, shared: Shared | None = None, *, connect: bo
         labels=Labels(methods.methods, _model_names(cfg)),
         remote_keys=tuple(remote.values()),
         rest=rest,
+        cluster=ClusterGuard(cfg.cluster, shared.handles),
     )
 
 
@@ -125,6 +133,12 @@ def _rest(cfg: config.Config, upstreams: dict[str, Upstream],
     from proxy.rest.upstream import RestUpstreams  # aiohttp only where REST is served
 
     return RestUpstreams(cfg, upstreams, methods)
+
+
+def _local(cfg: config.Config) -> Principal | None:
+    """The fixed identity of a plaintext egress listener's callers, if it has one."""
+    spiffe = cfg.listen.local_identity
+    return None if spiffe is None else Principal(spiffe_id=spiffe, has_certificate=True)
 
 
 def _upstreams(cfg: config.Config) -> dict[str, Upstream]:

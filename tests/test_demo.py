@@ -90,6 +90,29 @@ class TestDemo:
         assert not root.exists()
 
 
+@pytest.mark.tf
+def test_cluster_demo_allows_a_remote_op_and_refuses_read_file():
+    """`tfgate demo --cluster`: a real TF client and worker through tfgate egress and
+    ingress over mTLS; remote ops and a tf.function computed by the worker, ReadFile
+    refused by tfgate (the egress and, sent around it, the worker's ingress), a stranger
+    refused; exit 0 and no temporary files left."""
+    from tests.tfcluster import namespaces_unavailable
+
+    if namespaces_unavailable():
+        pytest.skip(namespaces_unavailable())
+    done = subprocess.run([*COMMAND, "--cluster"], capture_output=True, text=True,
+                          timeout=300, env=ENV)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr[-3000:]
+    assert "✔ ALLOWED  [3.0, 5.0, 7.0]  (computed by the TF worker)" in out
+    assert "✔ ALLOWED  14.0" in out
+    assert out.count("✘ REFUSED") == 3
+    assert out.count('op "ReadFile"') >= 2 and "refused by the ingress tfgate (op-not-allowed)" in out
+    assert "(no-rule-for-principal)" in out
+    assert "FAIL" not in out and "every step behaved as described" in out
+    assert not _temp_dir(out).exists()
+
+
 class _Commands(dict):
     def __getitem__(self, prefix: str) -> str:
         return next(v for k, v in self.items() if k.startswith(prefix))

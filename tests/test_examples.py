@@ -28,6 +28,7 @@ CONFIGS = sorted(EXAMPLES.glob("*.yaml"))
 TEAM_A = "spiffe://example.org/ns/team-a/sa/scorer"
 TEAM_B = "spiffe://example.org/ns/team-b/sa/recommender"
 ISSUER = "https://auth.example.org"
+TRAIN = "spiffe://example.org/ns/train/sa"
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,8 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     shutil.copytree(EXAMPLES, root / "examples")
     assert make_dev_pki([str(root / "certs" / "out"), "--client", "tfgate-upstream",
                          "--client", f"team-a={TEAM_A}", "--client", f"team-b={TEAM_B}",
+                         *(arg for name in ("client", "chief", "worker-0")
+                           for arg in ("--client", f"tf-{name}={TRAIN}/{name}")),
                          "--jwt-issuer", ISSUER]) == 0
     return root
 
@@ -46,7 +49,9 @@ class TestEveryExample:
         """The scenarios the README points to all exist."""
         names = {p.name for p in CONFIGS}
         assert {"modelserver-mtls.yaml", "modelserver-jwt.yaml", "multi-upstream.yaml",
-                "admin-reload.yaml", "sidecar-unix.yaml", "read-only-metadata.yaml"} <= names
+                "admin-reload.yaml", "sidecar-unix.yaml", "read-only-metadata.yaml",
+                "cluster-client-egress.yaml", "cluster-chief-ingress.yaml",
+                "cluster-worker-ingress.yaml", "cluster-worker-egress.yaml"} <= names
 
     @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
     def test_example_passes_tfgate_check(self, tree, path, capsys):
@@ -151,6 +156,57 @@ class TestModelServerExamplesEndToEnd:
         assert len(clean_backend.records()) == 1
 
 
+class TestClusterExamples:
+    """The cluster examples decide as their comments say: roles per method, ops per rule,
+    addresses from the ClusterSpec (the same decision the data path takes)."""
+
+    def decide(self, tree: pathlib.Path, name: str, who: str, method: str,
+               ops: tuple[str, ...] = (), addresses: tuple[str, ...] = ()) -> str:
+        from proxy import admission
+        from proxy.call import Facts, Principal
+        from proxy.inspect.distributed import Address, ClusterFacts, OpUse
+        from proxy.state import build_state
+
+        state = build_state(load_config(tree / "examples" / name), connect=False)
+        path = next(p for p in state.methods.methods if p.endswith("/" + method))
+        facts = Facts(cluster=ClusterFacts(
+            ops=tuple(OpUse(op, "test") for op in ops),
+            addresses=tuple(Address(a, "job", 0, "test") for a in addresses)))
+        principal = Principal(spiffe_id=f"{TRAIN}/{who}", has_certificate=True)
+        return admission.decide(state, principal, path, facts).reason.value
+
+    def test_chief_ingress(self, tree):
+        name = "cluster-chief-ingress.yaml"
+        assert self.decide(tree, name, "client", "StreamingEnqueue", ("Mul", "AddV2")) == "allowed"
+        assert self.decide(tree, name, "client", "RunStep") == "allowed"
+        assert self.decide(tree, name, "client", "CreateSession",
+                           ("CollectiveReduceV2",)) == "allowed"
+        for op in ("ReadFile", "EagerPyFunc", "DebugIdentityV2", "DecodeJpeg"):
+            assert self.decide(tree, name, "client", "Enqueue", (op,)) == "op-not-allowed"
+        assert self.decide(tree, name, "client", "CreateContext",
+                           addresses=("10.0.0.9:2222",)) == "address-not-allowed"
+        assert self.decide(tree, name, "worker-0", "RecvTensor") == "allowed"
+        assert self.decide(tree, name, "worker-0", "RunStep") == "method-not-allowed"
+        assert self.decide(tree, name, "client", "Reset") == "method-not-allowed"
+
+    def test_worker_ingress(self, tree):
+        name = "cluster-worker-ingress.yaml"
+        assert self.decide(tree, name, "chief", "RegisterGraph", ("_Recv", "Mul")) == "allowed"
+        assert self.decide(tree, name, "chief", "RegisterGraph", ("WriteFile",)) == "op-not-allowed"
+        assert self.decide(tree, name, "client", "RegisterGraph") == "method-not-allowed"
+        assert self.decide(tree, name, "client", "CreateSession") == "method-not-allowed"
+        assert self.decide(tree, name, "client", "Enqueue", ("Mul",)) == "allowed"
+
+    def test_egresses(self, tree):
+        assert self.decide(tree, "cluster-client-egress.yaml", "client", "Enqueue",
+                           ("ReadFile",)) == "op-not-allowed"
+        assert self.decide(tree, "cluster-client-egress.yaml", "client", "RunStep") == "allowed"
+        assert self.decide(tree, "cluster-worker-egress.yaml", "worker-0",
+                           "RecvTensor") == "allowed"
+        assert self.decide(tree, "cluster-worker-egress.yaml", "worker-0",
+                           "CreateContext") == "method-not-allowed"
+
+
 def test_relative_paths_are_resolved_against_the_example(tree):
     """`../certs/out/...` in an example means next to the repository's examples/ folder."""
     cfg = load_config(tree / "examples" / "modelserver-mtls.yaml")
@@ -184,6 +240,19 @@ class TestReadme:
             data = yaml.safe_load(full)
             data["policy"]["rules"] = yaml.safe_load(snippet)
             validate_config(data, base_dir=tree / "examples")
+
+
+    def test_cluster_configs_are_valid_as_printed(self, tree):
+        """The README's TF cluster configs (ingresses, egress) pass validation and build,
+        with the files they name made by make-dev-pki beside examples/."""
+        from proxy.state import build_state
+
+        blocks = [b for b in _readme_yaml_blocks() if b.startswith("# TF cluster:")]
+        assert len(blocks) == 3
+        for block in blocks:
+            cfg = validate_config(yaml.safe_load(block), base_dir=tree / "examples")
+            assert {u.kind for u in cfg.upstreams.values()} == {"cluster"}
+            build_state(cfg, connect=False)
 
 
 def test_readme_lists_every_reason():

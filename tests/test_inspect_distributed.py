@@ -253,9 +253,11 @@ class TestEager:
         refused(lambda: inspect("Enqueue", rq.enqueue(1, rq.register_item(fdef))))
 
     def test_remove_function(self, P: rq.Protos) -> None:
-        """Removing a function names it: the stateful layer checks its owner."""
+        """Removing a function names it as a handle of the context (the stateful layer
+        forgets it once the server has removed it); it calls nothing."""
         result = inspect("Enqueue", rq.enqueue(1, rq.remove_item("f")))
-        assert [r.name for r in result.function_refs] == ["f"]
+        assert result.function_refs == ()
+        assert [(h.kind, h.value) for h in result.handles] == [("context", "1"), ("function", "f")]
 
     def test_run_component_function(self, P: rq.Protos) -> None:
         result = inspect("RunComponentFunction", rq.run_component_function(9, "comp"))

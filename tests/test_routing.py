@@ -163,6 +163,43 @@ class TestFamilies:
         assert MethodTable.for_config(cfg).methods == METHODS
 
 
+class TestClusterFamily:
+    """`kind: cluster` brings the distributed runtime's methods, StreamingEnqueue among
+    them (no longer a Serving method); the profiler stays refused beside it."""
+
+    def table(self) -> MethodTable:
+        cfg = validate_config({"listen": {"address": "127.0.0.1:0", "plaintext": True},
+                               "upstreams": {"a": {"address": "127.0.0.1:1"},
+                                             "w": {"address": "127.0.0.1:2", "kind": "cluster"}}})
+        return MethodTable.for_config(cfg)
+
+    def test_every_inspected_method_with_its_kind(self) -> None:
+        from proxy.inspect.distributed import METHODS as CLUSTER_METHODS
+
+        table = self.table()
+        for path, (kind, _) in CLUSTER_METHODS.items():
+            method = table.lookup(path)
+            assert (method.family, method.kind.value) == ("cluster", kind)
+            assert not method.addresses_model
+        stream = table.lookup("/tensorflow.eager.EagerService/StreamingEnqueue")
+        assert stream.kind is Kind.STREAM_STREAM
+        assert "/tensorflow.eager.EagerService/StreamingEnqueue" not in TABLE.methods
+
+    def test_server_wide_methods_must_be_named(self) -> None:
+        table = self.table()
+        assert "/tensorflow.MasterService/Reset" not in table.resolve("/tensorflow.MasterService/*")
+        assert table.resolve("Reset") == {"/tensorflow.MasterService/Reset"}
+
+    def test_profiler_stays_refused(self) -> None:
+        with pytest.raises(Reject) as info:
+            self.table().lookup("/tensorflow.ProfilerService/Profile")
+        assert info.value.reason is Reason.METHOD_ALWAYS_DENIED
+
+    def test_cluster_facts(self) -> None:
+        facts = self.table().lookup("/tensorflow.eager.EagerService/KeepAlive").inspect(b"\t\x07" + bytes(7))
+        assert facts.cluster is not None and facts.cluster.handles[0].kind == "context"
+
+
 class TestUpstreamRouter:
     def config(self, **extra):
         return validate_config({"listen": {"address": "127.0.0.1:0", "plaintext": True},

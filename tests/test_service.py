@@ -157,7 +157,7 @@ def _variants(section: type[config.Section], path: str) -> Iterator[tuple[str, d
         if isinstance(annotation, type) and issubclass(annotation, config.Section):
             for key, sub in _variants(annotation, f"{path}.{name}"):
                 yield key, {name: sub}
-        elif name not in ("tls", "plaintext", "address"):  # files and sockets: not numbers
+        elif name not in ("tls", "plaintext", "address", "local_identity"):  # not numbers
             default = 60.0 if field.default is None else field.default
             yield f"{path}.{name}", {name: default + 7}
 

@@ -162,10 +162,14 @@ class Cluster:
 
     def __init__(self, workdir: pathlib.Path,
                  routes: Mapping[tuple[str, str], str | None] | None = None,
-                 client_env: Mapping[str, str] | None = None) -> None:
+                 client_env: Mapping[str, str] | None = None,
+                 workers: tuple[Task, ...] = WORKERS) -> None:
         """`client_env`: extra environment for the client, e.g.
         TF_EAGER_REMOTE_USE_SEND_TENSOR_RPC=0, which makes workers pull the client's
-        tensors with RecvTensor (a connection back to the client)."""
+        tensors with RecvTensor (a connection back to the client). `workers`: fewer
+        workers (the first of WORKERS, say) for a smaller cluster."""
+        self.workers = workers
+        self.tasks = (*workers, CLIENT)
         self.workdir = workdir
         self.routes = dict(routes or {})
         self.client_env = dict(client_env or {})
@@ -182,7 +186,7 @@ class Cluster:
 
     def _dials(self, source: Task) -> list[list[Any]]:
         dials = []
-        for target in TASKS:
+        for target in self.tasks:
             if target == source:
                 continue
             route = self.routes.get((source.name, target.name), f"unix:{self.inbox(target.name)}")
@@ -197,7 +201,7 @@ class Cluster:
         return dials
 
     def _config(self, task: Task) -> dict[str, Any]:
-        workers = [w.address for w in WORKERS]
+        workers = [w.address for w in self.workers]
         cluster = {"worker": workers, **({"client": [CLIENT.address]} if task == CLIENT else {})}
         return {"isolated": True, "role": "client" if task == CLIENT else "server",
                 "job": task.job, "task": task.index, "cluster": cluster,
@@ -205,13 +209,27 @@ class Cluster:
 
     def start(self) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for task in TASKS:
+        for task in self.tasks:
             self.nodes[task.name] = Node(self._config(task), self.workdir / f"{task.name}.log",
                                          self.client_env if task == CLIENT else None)
         for name, node in self.nodes.items():
             ready = node.answer(START_TIMEOUT_S)
             assert ready.get("ready"), (name, ready)
         return self
+
+    def add_client(self, name: str, routes: Mapping[str, str | None],
+                   env: Mapping[str, str] | None = None) -> Node:
+        """Another client process `name` (its own namespace, the client's task address),
+        reaching each worker only by `routes[worker name]` ("unix:PATH", or None for
+        unreachable; no entry: unreachable too). Stopped with the cluster."""
+        dials = [[t.port, route.removeprefix("unix:")] for t in self.workers
+                 if (route := routes.get(t.name)) is not None]
+        config = {**self._config(CLIENT), "dials": dials,
+                  "inboxes": [[CLIENT.port, str(self.workdir / f"{name}.sock")]]}
+        node = self.nodes[name] = Node(config, self.workdir / f"{name}.log", env)
+        ready = node.answer(START_TIMEOUT_S)
+        assert ready.get("ready"), (name, ready)
+        return node
 
     def restart_client(self, client_env: Mapping[str, str] | None = None) -> Node:
         """A fresh client process (with other environment), keeping the workers."""

@@ -96,9 +96,19 @@ def _actions(tf: Any, cluster: dict[str, list[str]]) -> dict[str, Callable[..., 
     def read_in_function(path: Any) -> Any:
         return tf.io.read_file(path)
 
-    def connect() -> list[str]:
+    @tf.function
+    def inner_read(path: Any) -> Any:
+        return tf.io.read_file(path)
+
+    @tf.function
+    def outer_read(path: Any) -> Any:
+        return inner_read(path) + ""
+
+    def connect(client_address: str | None = None) -> list[str]:
+        """`client_address`: advertise the client at another address than its task's."""
+        spec = dict(cluster, **({"client": [client_address]} if client_address else {}))
         tf.config.experimental_connect_to_cluster(
-            tf.train.ClusterSpec(cluster), job_name="client", task_index=0)
+            tf.train.ClusterSpec(spec), job_name="client", task_index=0)
         return sorted(d.name for d in tf.config.list_logical_devices())
 
     def eager_op() -> list[float]:
@@ -158,6 +168,28 @@ def _actions(tf: Any, cluster: dict[str, list[str]]) -> dict[str, Callable[..., 
         with tf.device(WORKER0):
             return read_in_function(tf.constant(path)).numpy().decode()
 
+    def nested_read_file(path: str) -> str:
+        """ReadFile two tf.functions deep: the outer one calls the inner one by name."""
+        with tf.device(WORKER0):
+            return outer_read(tf.constant(path)).numpy().decode()
+
+    def session_nested_read_file(path: str) -> str:
+        """A TF1 graph calling a tf.function that calls one holding ReadFile."""
+        with tf.Graph().as_default():
+            with tf.device(WORKER0):
+                data = outer_read(tf.constant(path))
+            with tf.compat.v1.Session("grpc://" + cluster["worker"][0]) as sess:
+                return sess.run(data).decode()
+
+    def session_big_constant(elements: int) -> float:
+        """A TF1 graph constant declared with `elements` elements and one value: a few
+        bytes on the wire, `elements` floats once the worker builds it."""
+        with tf.Graph().as_default():
+            with tf.device(WORKER0):
+                total = tf.reduce_sum(tf.constant(1.0, shape=[elements]))
+            with tf.compat.v1.Session("grpc://" + cluster["worker"][0]) as sess:
+                return float(sess.run(total))
+
     def write_file(path: str, contents: str) -> bool:
         from tensorflow.python.eager import context
 
@@ -180,9 +212,10 @@ def _actions(tf: Any, cluster: dict[str, list[str]]) -> dict[str, Callable[..., 
 
     return {f.__name__: f for f in (connect, eager_op, remote_function,
                                     remote_function_local_input, session, session_function,
-                                    session_read_file,
-                                    read_file, function_read_file, write_file, py_function,
-                                    raw_py_func)}
+                                    session_read_file, session_nested_read_file,
+                                    session_big_constant,
+                                    read_file, function_read_file, nested_read_file,
+                                    write_file, py_function, raw_py_func)}
 
 
 def _answer(result: dict[str, Any]) -> None:
@@ -201,6 +234,17 @@ def run_client(cluster: dict[str, list[str]]) -> None:
             _answer({"ok": True, "value": value})
         except Exception as e:  # noqa: BLE001  (the harness reports what TF raised)
             _answer({"ok": False, "error": type(e).__name__, "message": str(e)[:800]})
+            _clear_async_error()
+
+
+def _clear_async_error() -> None:
+    """A failed remote op leaves the eager executor in error; clear it for the next one."""
+    from tensorflow.python.eager import context
+
+    try:
+        context.async_clear_error()
+    except Exception:  # noqa: BLE001  (nothing to clear outside an eager context)
+        pass
 
 
 def run_server(cluster: dict[str, list[str]], job: str, task: int) -> None:

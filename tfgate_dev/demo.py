@@ -437,7 +437,8 @@ def wait_forever(proxy: subprocess.Popen) -> None:
 
 # -- main ------------------------------------------------------------------------------
 
-def run_demo(keep: bool) -> int:
+def run_demo(keep: bool, cluster: bool = False) -> int:
+    """`cluster`: the distributed-TF demo instead (tfgate_dev/demo_cluster.py)."""
     missing = _missing()
     if missing:
         say(f"tfgate demo: the Python package {missing!r} is not installed (the demo's model "
@@ -445,6 +446,10 @@ def run_demo(keep: bool) -> int:
         return 2
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        if cluster:
+            from tfgate_dev.demo_cluster import run_cluster_demo
+
+            return run_cluster_demo()
         return _run(keep)
     except KeyboardInterrupt:
         say("\ninterrupted; stopped everything and removed the temporary files")

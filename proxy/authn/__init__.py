@@ -23,13 +23,16 @@ def _ignore(_: Principal) -> None:
 
 
 class Authenticator:
-    """Built once per config; `authenticate` is called once per call."""
+    """Built once per config; `authenticate` is called once per call. `local`: the
+    identity of every caller of a plaintext egress listener (`listen.local_identity`),
+    which stands in for the certificate such a caller cannot present."""
 
     def __init__(self, certificates: CertificateIdentities, tokens: TokenVerifier | None,
-                 *, token_required: bool = False) -> None:
+                 *, token_required: bool = False, local: Principal | None = None) -> None:
         self._certificates = certificates
         self._tokens = tokens
         self.token_required = token_required and tokens is not None
+        self._local = local
 
     def authenticate(self, certificate: bytes | None,
                      metadata: Sequence[tuple[str, str | bytes]],
@@ -38,6 +41,8 @@ class Authenticator:
         `on_certificate` receives the certificate principal, when there is one, before any
         token is checked (so a refusal for the token still knows who presented it)."""
         principal = self._certificates.principal(certificate)
+        if principal is ANONYMOUS and self._local is not None:
+            principal = self._local
         if principal is not ANONYMOUS:
             on_certificate(principal)
         token = extract_token(metadata)

@@ -31,6 +31,7 @@ from proxy.config.base import (
     is_loopback,
     parse_address,
 )
+from proxy.config.cluster import Cluster, ClusterTensors, Handles, OpFilter
 from proxy.config.limits import Limits
 from proxy.config.listen import Listen, ListenTLS
 from proxy.config.logs import Logging
@@ -48,10 +49,13 @@ __all__ = [
     "Admin",
     "Audit",
     "Authn",
+    "Cluster",
+    "ClusterTensors",
     "Config",
     "ConfigError",
     "ConfigErrors",
     "FilePath",
+    "Handles",
     "Identity",
     "Issuer",
     "JWKSFetch",
@@ -62,6 +66,7 @@ __all__ = [
     "Logging",
     "MiB",
     "ModelRoute",
+    "OpFilter",
     "Policy",
     "Principals",
     "Rest",
@@ -104,6 +109,8 @@ class Config(Section):
                              "(docs/operations.md).")
     rest: Rest | None = Field(None, description="The REST front (ModelServer's HTTP/JSON "
                               "API); omit to serve gRPC only.")
+    cluster: Cluster = Field(default_factory=Cluster, description="Distributed TensorFlow: "
+                             "cluster addresses and handle ownership.")
 
     @pydantic.model_validator(mode="after")
     def _references(self) -> Config:

@@ -72,6 +72,13 @@ class Listen(Section):
     tls: ListenTLS | None = Field(None, description="TLS settings; required unless plaintext.")
     plaintext: bool = Field(
         False, description="Serve without TLS. Only allowed on loopback or a unix socket.")
+    local_identity: str | None = Field(
+        None, description="Egress mode: the SPIFFE ID every caller of this plaintext "
+        "listener is taken to be (it counts as a certificate identity). For a local TF "
+        "process that cannot do TLS (TF clients send no credentials at all); whoever can "
+        "reach the listener is that identity, so only with `plaintext: true`, hence only "
+        "on loopback or a unix socket: prefer a unix socket or a network namespace of "
+        "its own (a pod).")
     max_message_bytes: int = Field(
         64 * MiB, gt=0, le=GRPC_MAX_MESSAGE,
         description="Largest request message accepted, checked by gRPC before any stage "
@@ -113,7 +120,20 @@ class Listen(Section):
         if self.plaintext and not is_loopback(self.address):
             raise KeyProblem(("plaintext",), f"plaintext listener refused on non-loopback "
                              f"address {self.address!r}; use tls, 127.0.0.1, ::1 or unix:PATH")
+        if self.local_identity is not None:
+            from proxy.authn.mtls import is_spiffe_id
+
+            if not self.plaintext:
+                raise KeyProblem(("local_identity",), "only for a plaintext listener (on "
+                                 "loopback or a unix socket): with TLS, callers prove who "
+                                 "they are")
+            if not is_spiffe_id(self.local_identity):
+                raise KeyProblem(("local_identity",), "must be a SPIFFE ID, e.g. "
+                                 "spiffe://example.org/ns/train/sa/client")
         return self
 
     def requires_certificates(self) -> bool:
+        """Whether every caller comes with a certificate identity (or the local one)."""
+        if self.local_identity is not None:
+            return True
         return self.tls is not None and self.tls.client_auth == "require"

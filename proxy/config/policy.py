@@ -9,6 +9,7 @@ import pydantic
 from pydantic import Field
 
 from proxy.config.base import Section
+from proxy.config.cluster import OpFilter
 
 
 class Principals(Section):
@@ -79,6 +80,13 @@ class Rule(Section):
     signatures: list[str] = Field(
         default_factory=lambda: ["*"], description="Signature names; an empty signature_name "
         "in a request means `serving_default`. `*` means any.")
+    ops: OpFilter | None = Field(
+        None, description="Distributed TF: the ops this rule lets its principals run "
+        "(omitted: every op the default denylist does not refuse).")
+    settings: list[Literal["clear_existing_contexts", "tf2xla_dump_dir"]] = Field(
+        default_factory=list, description="Distributed TF: request fields with server-wide "
+        "effect this rule permits (CreateContext's clear_existing_contexts drops every "
+        "other tenant's context; tf2xla_dump_dir writes files on the server).")
 
     def needs_token(self) -> bool:
         return "token" in self.require or self.principals.needs_token()

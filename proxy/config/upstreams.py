@@ -33,8 +33,10 @@ class Upstream(Section):
     """A server that tfgate forwards to. Its `kind` says which method family it serves."""
 
     address: Address = Field(description="host:port or unix:PATH of the upstream.")
-    kind: Literal["serving"] = Field(
-        "serving", description="What the upstream is: `serving` (a TF Serving ModelServer).")
+    kind: Literal["serving", "cluster"] = Field(
+        "serving", description="What the upstream is: `serving` (a TF Serving ModelServer) "
+        "or `cluster` (a `tf.distribute.Server`: Worker, Master, Eager and Coordination "
+        "services; see the `cluster` section).")
     tls: UpstreamTLS | None = Field(
         None, description="TLS to the upstream; omit for plaintext on an isolated network.")
     max_message_bytes: int = Field(

@@ -1,28 +1,19 @@
 """TF Serving's ModelServer: PredictionService, ModelService and gRPC health
 (docs/wire-facts.md, "TF Serving gRPC API"). Every Serving method is unary; Health/Watch
-streams its answers."""
+streams its answers. The distributed runtime's methods are another family (cluster.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from proxy import responses
-from proxy.call import Facts, ModelTarget
+from proxy.call import ModelTarget
 from proxy.families import Access, Family, Grants, Kind, Method, family
 from proxy.inspect import serving
 
 _PREDICTION = "/tensorflow.serving.PredictionService/"
 _MODEL = "/tensorflow.serving.ModelService/"
 _HEALTH = "/grpc.health.v1.Health/"
-_EAGER = "/tensorflow.eager.EagerService/"
-
-
-def _eager_stream(data: bytes) -> Facts:
-    """StreamingEnqueue messages are not inspected yet: op inspection of eager requests
-    belongs to the distributed-runtime family, which will take this method over. Until
-    then it is ADMIN, so it is refused unless a rule names its full path, and such a
-    rule grants every op it carries (the benchmark uses it to measure streaming)."""
-    return Facts()
 
 
 def _visible_signatures(data: bytes, target: ModelTarget, grants: Grants) -> bytes:
@@ -57,7 +48,6 @@ SERVING: Family = family("serving", (
            serving.reload),
     Method(_HEALTH + "Check", Access.INFRA, Kind.UNARY_UNARY, serving.health),
     Method(_HEALTH + "Watch", Access.INFRA, Kind.UNARY_STREAM, serving.health),
-    Method(_EAGER + "StreamingEnqueue", Access.ADMIN, Kind.STREAM_STREAM, _eager_stream),
 ), always_denied=(
     # SessionService runs arbitrary graph tensors past signatures (docs/wire-facts.md).
     "/tensorflow.serving.SessionService/",

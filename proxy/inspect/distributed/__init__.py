@@ -18,9 +18,11 @@ The facts (see facts.py):
 - `defines`: functions the request defines (an eager RegisterFunction keeps them);
 - `addresses`: every host:port of a cluster definition the server would dial;
 - `handles`: bearer capabilities (context, session, graph, callable, partial_run, step,
-  container, collective keys, coordination tasks/keys/barriers), created or used;
+  container, collective keys, coordination tasks/keys/barriers, a function an eager
+  RemoveFunction names), created or used;
   a primary handle is reported even when empty or 0 (TF's shared legacy session is "");
-- `debug_urls` and `settings`: things a policy refuses.
+- `debug_urls` and `settings`: things a policy refuses;
+- `tensors`: what each tensor the request carries decodes to (proxy/inspect/tensors.py).
 `response_handles(path, data)` reads the handle a server hands out in a response.
 """
 

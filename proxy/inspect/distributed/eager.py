@@ -50,17 +50,34 @@ def _queue_item(scope: Scope, item: pb.QueueItem, i: int) -> None:
     if kind == "operation":
         op = item.operation
         scope.operation(op, f"{at} {quote(op.name)}", before=i)
+        _inputs(scope.col, op, at)
         if op.func_step_id:
             scope.col.handle("step", op.func_step_id, False, f"{at}.func_step_id")
+    elif kind == "send_tensor":
+        for j, tensor in enumerate(item.send_tensor.tensors):
+            scope.col.tensor(tensor, f"{at}.tensors[{j}]")
+    elif kind == "send_packed_handle":
+        for j, handle in enumerate(item.send_packed_handle.handles):
+            if handle.WhichOneof("item") == "local_handle":
+                scope.col.tensor(handle.local_handle.tensor, f"{at}.handles[{j}]")
     elif kind == "register_function":
         reg = item.register_function
         scope.define(reg.function_def, f"{at}.function_def", order=i)
         scope.library(reg.library, f"{at}.library", order=i)
     elif kind == "remove_function":
+        # Names a function of the context, as a handle: removing one only affects the
+        # context's owner, and TF answers "not found" for a name it does not hold.
         name = item.remove_function.function_name
-        scope.col.function_ref(name, f"{at} {quote(name)}", None)
+        scope.col.handle("function", name, False, f"{at} {quote(name)}")
     elif kind == "cleanup_function":
         scope.col.handle("step", item.cleanup_function.step_id, False, f"{at}.step_id")
+
+
+def _inputs(col: Collector, op: pb.Operation, at: str) -> None:
+    """Inputs sent by value (the others are handles of tensors already there)."""
+    for j, given in enumerate(op.op_inputs):
+        if given.WhichOneof("item") == "tensor":
+            col.tensor(given.tensor, f"{at}.op_inputs[{j}]")
 
 
 def enqueue(data: bytes) -> ClusterFacts:
@@ -85,6 +102,7 @@ def run_component_function(data: bytes) -> ClusterFacts:
     scope = Scope(col, closed=False)
     op = msg.operation
     scope.operation(op, f"operation {quote(op.name)}", before=0)
+    _inputs(col, op, "operation")
     if op.func_step_id:
         col.handle("step", op.func_step_id, False, "operation.func_step_id")
     scope.finish()

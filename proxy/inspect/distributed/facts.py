@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from proxy.call import TensorFacts
 from proxy.errors import Reason, Reject
+from proxy.inspect.tensors import inspect_tensor
+from proxy.pb.tensor_pb2 import TensorProto
 
 # Distinct op names one request may name. TF 2.21 registers about 1,500 ops; the rest
 # of the budget is for functions registered by earlier requests, named as op types.
@@ -25,6 +28,8 @@ MAX_ADDRESSES = 1024
 MAX_HANDLES = 4096
 # Debug URLs and URL-valued attrs one request may carry.
 MAX_URLS = 256
+# Tensors one request carries (constants, feeds, sends, eager inputs).
+MAX_TENSORS = 200_000
 # Op, function, job and attr names: TF's own are far shorter; a cap keeps facts small.
 MAX_NAME_CHARS = 1024
 # A handle, address or URL longer than this is no real one.
@@ -112,6 +117,10 @@ class ClusterFacts:
     debug_urls: tuple[DebugUrl, ...] = ()
     settings: tuple[Setting, ...] = ()
     nodes: int = 0                             # NodeDefs and eager operations walked
+    # What the server allocates for each tensor the request carries (Const values and
+    # other tensor attrs, RunStep/RunCallable feeds, RunGraph sends, eager inputs and
+    # pushed tensors), sized from shape and dtype; the name says where it was found.
+    tensors: tuple[TensorFacts, ...] = ()
 
 
 def quote(name: str) -> str:
@@ -147,6 +156,7 @@ class Collector:
         self.handles: list[Handle] = []
         self.urls: list[DebugUrl] = []
         self.settings: list[Setting] = []
+        self.tensors: list[TensorFacts] = []
         self.nodes = 0
 
     def op(self, op: str, where: str) -> None:
@@ -188,9 +198,15 @@ class Collector:
     def setting(self, name: str, value: str, where: str) -> None:
         self.settings.append(Setting(name, _check_value(value, name), bounded_where(where)))
 
+    def tensor(self, tensor: TensorProto, where: str) -> None:
+        """Size a tensor as the server will (malformed representations are refused)."""
+        if len(self.tensors) >= MAX_TENSORS:
+            raise limit_exceeded(f"request carries more than {MAX_TENSORS} tensors")
+        self.tensors.append(inspect_tensor(bounded_where(where), tensor))
+
     def facts(self) -> ClusterFacts:
         return ClusterFacts(
             ops=tuple(self.ops.values()), function_refs=tuple(self.refs.values()),
             defines=tuple(self.defines), addresses=tuple(self.addresses),
             handles=tuple(self.handles), debug_urls=tuple(self.urls),
-            settings=tuple(self.settings), nodes=self.nodes)
+            settings=tuple(self.settings), nodes=self.nodes, tensors=tuple(self.tensors))

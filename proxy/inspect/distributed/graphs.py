@@ -142,13 +142,17 @@ class Scope:
                 if kind == "s":
                     if b"://" in value.s:
                         self._url(value.s, f"{at}.attr[{quote(key)}]")
+                elif kind == "tensor":
+                    self.col.tensor(value.tensor, f"{at}.attr[{quote(key)}]")
                 elif kind == "func":
                     here = f"{at}.attr[{quote(key)}]"
                     self._function(value.func.name, here, caller, (owner, key) in _OP_LIKE_FUNC_ATTRS)
                     if value.func.attr:
                         stack.append((value.func.attr, f"{here}.func", None))
-                elif kind == "list" and (value.list.func or value.list.s):
+                elif kind == "list" and (value.list.func or value.list.s or value.list.tensor):
                     here = f"{at}.attr[{quote(key)}]"
+                    for j, t in enumerate(value.list.tensor):
+                        self.col.tensor(t, f"{here}.list.tensor[{j}]")
                     for j, s in enumerate(value.list.s):
                         if b"://" in s:
                             self._url(s, f"{here}.list.s[{j}]")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.inspect.distributed import cluster
-from proxy.inspect.distributed.facts import ClusterFacts, Collector, Handle
+from proxy.inspect.distributed.facts import ClusterFacts, Collector, Handle, quote
 from proxy.inspect.distributed.graphs import walk_graph
 from proxy.inspect.distributed.parsing import MAX_GRAPH_FIELDS, parse
 from proxy.pb import distributed_master_pb2 as pb
@@ -59,6 +59,8 @@ def run_step(data: bytes) -> ClusterFacts:
     col.handle("session", msg.session_handle, False, "session_handle")
     if msg.partial_run_handle:
         col.handle("partial_run", msg.partial_run_handle, False, "partial_run_handle")
+    for i, feed in enumerate(msg.feed):
+        col.tensor(feed.tensor, f"feed[{i}] {quote(feed.name)}")
     if msg.HasField("options"):
         cluster.run_options(col, msg.options, "options")
     return col.facts()
@@ -91,7 +93,13 @@ def _callable(cls: Any, data: bytes) -> ClusterFacts:
 
 
 def run_callable(data: bytes) -> ClusterFacts:
-    return _callable(pb.RunCallableRequest, data)
+    msg = parse(pb.RunCallableRequest, data)
+    col = Collector()
+    col.handle("session", msg.session_handle, False, "session_handle")
+    col.handle("callable", msg.handle, False, "handle")
+    for i, tensor in enumerate(msg.feed):
+        col.tensor(tensor, f"feed[{i}]")
+    return col.facts()
 
 
 def release_callable(data: bytes) -> ClusterFacts:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.inspect.distributed import cluster
-from proxy.inspect.distributed.facts import ClusterFacts, Collector, Handle
+from proxy.inspect.distributed.facts import ClusterFacts, Collector, Handle, quote
 from proxy.inspect.distributed.graphs import walk_graph
 from proxy.inspect.distributed.parsing import MAX_GRAPH_FIELDS, parse
 from proxy.pb import distributed_worker_pb2 as pb
@@ -69,6 +69,8 @@ def run_graph(data: bytes) -> ClusterFacts:
     col.handle("session", msg.session_handle, False, "session_handle")
     col.handle("graph", msg.graph_handle, False, "graph_handle")
     col.handle("step", msg.step_id, True, "step_id")
+    for i, send in enumerate(msg.send):
+        col.tensor(send.tensor, f"send[{i}] {quote(send.name)}")
     return col.facts()
 
 

@@ -1,0 +1,186 @@
+"""StreamingEnqueue through tfgate (no TensorFlow): a real gRPC upstream, real mTLS.
+
+A TF client holds one StreamingEnqueue stream per worker for its whole life and sends
+its next messages before the answers to earlier ones. Through tfgate the stream stays
+open however long it idles, every message is inspected before it is forwarded (the
+first refused one ends the stream, and never arrives), a function registered in one
+message may be called by the next before the server answered, and cancellation goes
+both ways."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import pytest
+
+from tests import distributed_requests as rq
+from tests.conftest import TEAM_A, TEAM_B
+
+EAGER = "/tensorflow.eager.EagerService/"
+STREAM = EAGER + "StreamingEnqueue"
+ANSWER = b"\x0a\x00"  # an EnqueueResponse with one empty queue_response
+P = rq.Protos("ours")
+
+
+class EagerBackend:
+    """Answers every unary eager call with an empty message; on StreamingEnqueue it
+    records each message and answers it, except that with `hold_first` it answers the
+    first message only after the second has arrived (as a busy worker may), and a
+    message holding op "Fail" ends the stream with INVALID_ARGUMENT (as TF does when
+    an op fails)."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.cancelled = threading.Event()
+        self.hold_first = False
+        self.server = grpc.server(ThreadPoolExecutor(8))
+        self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "tensorflow.eager.EagerService",
+            {"CreateContext": grpc.unary_unary_rpc_method_handler(lambda r, c: b""),
+             "Enqueue": grpc.unary_unary_rpc_method_handler(self._unary),
+             "StreamingEnqueue": grpc.stream_stream_rpc_method_handler(self._stream)})])
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+    def _unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self.received.append(request)
+        return ANSWER
+
+    def _stream(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        context.add_callback(self.cancelled.set)
+        held = 0
+        for message in requests:
+            self.received.append(message)
+            if b"Fail" in message:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "op Fail failed on the worker")
+            if self.hold_first and len(self.received) == 1:
+                held += 1
+                continue
+            for _ in range(held + 1):
+                yield ANSWER
+            held = 0
+
+    def stop(self) -> None:
+        self.server.stop(0).wait(10)
+
+
+@pytest.fixture
+def eager() -> Iterator[EagerBackend]:
+    backend = EagerBackend()
+    yield backend
+    backend.stop()
+
+
+def config(pki: Any, upstream: str) -> dict[str, Any]:
+    return {
+        "listen": {"address": "127.0.0.1:0", "receive_timeout_s": 1, "tls": {
+            "cert": str(pki.server.cert_path), "key": str(pki.server.key_path),
+            "client_ca": str(pki.ca.ca.cert_path)}},
+        "upstreams": {"worker": {"address": upstream, "kind": "cluster"}},
+        "policy": {"rules": [{
+            "name": "clients", "principals": {"spiffe": [TEAM_A, TEAM_B]},
+            "methods": ["CreateContext", "StreamingEnqueue"],
+            "ops": {"allow": ["Const", "Mul", "AddV2", "Fail"]}}]},
+        "audit": {"output": "stderr"},
+    }
+
+
+class Stream:
+    """One client stream whose messages the test sends one at a time."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._outbox: queue.Queue[bytes | None] = queue.Queue()
+        self.call = channel.stream_stream(STREAM)(iter(self._outbox.get, None), timeout=30)
+
+    def send(self, message: bytes) -> None:
+        self._outbox.put(message)
+
+    def answer(self) -> bytes:
+        return next(self.call)
+
+    def close(self) -> None:
+        self._outbox.put(None)
+
+
+def opened(pki: Any, make_proxy: Any, eager: EagerBackend) -> tuple[grpc.Channel, Stream]:
+    """Alice's channel through a fresh tfgate, her context 7 created, a stream open."""
+    proxy = make_proxy(config(pki, eager.address))
+    channel = pki.channel(proxy.address, pki.alice)
+    channel.unary_unary(EAGER + "CreateContext")(rq.create_context(7), timeout=10)
+    channel.address = proxy.address  # type: ignore[attr-defined]
+    return channel, Stream(channel)
+
+
+def test_the_stream_stays_open_and_every_message_is_inspected(pki, make_proxy, eager) -> None:
+    """Idle longer than a unary call may take to arrive, then more messages; the first
+    refused message ends the stream with PERMISSION_DENIED and never reaches the
+    worker, while those before it did."""
+    channel, stream = opened(pki, make_proxy, eager)
+    first, second = rq.enqueue(7, rq.op_item("Mul")), rq.enqueue(7, rq.op_item("AddV2"))
+    stream.send(first)
+    assert stream.answer() == ANSWER
+    time.sleep(1.5)  # past listen.receive_timeout_s, which bounds unary requests only
+    stream.send(second)
+    assert stream.answer() == ANSWER
+    stream.send(rq.enqueue(7, rq.op_item("Const"), rq.op_item("ReadFile")))
+    with pytest.raises(grpc.RpcError) as info:
+        stream.answer()
+    assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert 'op "ReadFile" at queue[1].operation' in info.value.details()
+    assert eager.received == [first, second]
+    channel.close()
+
+
+def test_a_function_may_be_called_before_its_registration_is_answered(
+        pki, make_proxy, eager) -> None:
+    """TF registers a function and calls it by name in the next message without waiting;
+    the worker here answers the registration only after the call has arrived. The
+    function's name is in no allowlist: it passes as the caller's own function."""
+    eager.hold_first = True
+    channel, stream = opened(pki, make_proxy, eager)
+    square = P.function("__inference_square_9", P.node("m", "Mul"))
+    stream.send(rq.enqueue(7, rq.register_item(square)))
+    stream.send(rq.enqueue(7, rq.op_item("__inference_square_9", is_function=True)))
+    assert [stream.answer(), stream.answer()] == [ANSWER, ANSWER]
+    assert len(eager.received) == 2
+    channel.close()
+
+
+def test_another_principal_cannot_stream_into_the_context(pki, make_proxy, eager) -> None:
+    channel, stream = opened(pki, make_proxy, eager)
+    stream.send(rq.enqueue(7, rq.op_item("Mul")))
+    assert stream.answer() == ANSWER
+    intruder = Stream(pki.channel(channel.address, pki.bob))  # type: ignore[attr-defined]
+    intruder.send(rq.enqueue(7, rq.op_item("Mul")))
+    with pytest.raises(grpc.RpcError) as info:
+        intruder.answer()
+    assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert len(eager.received) == 1
+    channel.close()
+
+
+def test_a_client_that_goes_away_cancels_the_upstream_stream(pki, make_proxy, eager) -> None:
+    channel, stream = opened(pki, make_proxy, eager)
+    stream.send(rq.enqueue(7, rq.op_item("Mul")))
+    assert stream.answer() == ANSWER
+    stream.call.cancel()
+    assert eager.cancelled.wait(10)
+    channel.close()
+
+
+def test_an_upstream_error_ends_the_client_stream_with_its_status(pki, make_proxy, eager) -> None:
+    channel, stream = opened(pki, make_proxy, eager)
+    stream.send(rq.enqueue(7, rq.op_item("Mul")))
+    assert stream.answer() == ANSWER
+    stream.send(rq.enqueue(7, rq.op_item("Fail")))
+    with pytest.raises(grpc.RpcError) as info:
+        stream.answer()
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == "op Fail failed on the worker"
+    channel.close()
