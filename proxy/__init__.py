@@ -28,7 +28,16 @@ A call walks one pipeline, a module per stage, in this order:
 9. audit (`audit.py`): one JSON event per call from the `Call` record (`call.py`).
 
 Stages 2–7 are `admission.py`, which knows no transport. `errors.py` maps each reason to
-a status in one table. `state.py` compiles a config into the objects a call uses, and
-`runtime.py` holds the current State across reloads. `config/` declares every key;
-`cli.py` is the command line. Development tooling lives outside, in `tfgate_dev/`.
+a status in one table. `bounds.py` holds what any client meets before it authenticates
+(docs/hostile-networks.md); `responses.py` filters answers that would tell a caller more
+than it may see; `shadow.py` decides a second policy beside the enforced one.
+
+Around the pipeline: `state.py` compiles a config into the objects a call uses, and
+`runtime.py` holds the current State across reloads; `service.py` runs a process's fronts
+on its one event loop (`loop.py`), reloads (`watch.py`) and drains; `health.py`,
+`readiness.py`, `admin.py` and `metrics.py` tell operators how it is doing; `oplog.py` is
+the operational log (the audit is separate). `workers.py` runs `--workers N` processes,
+which share their limit state (`shared_limits.py`) and one port (`ports.py`). `config/`
+declares every key; `cli.py` (`cli_parser.py`) is the command line. Development tooling
+lives outside, in `tfgate_dev/`.
 """

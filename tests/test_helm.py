@@ -14,11 +14,10 @@ import subprocess
 import sys
 from typing import Any
 
-import pydantic
 import pytest
 import yaml
 
-from proxy.config import Config, Upstream
+from proxy.config import Config
 from tfgate_dev.devpki import DevPKI, SigningKey, write_jwks
 
 helm_python = pytest.importorskip("helm_python")
@@ -187,33 +186,11 @@ def tfgate_config(objects: list[dict]) -> dict:
     return found[1]
 
 
-def _cluster_kind_known() -> bool:
-    try:
-        Upstream.model_validate({"address": "127.0.0.1:1", "kind": "cluster"})
-    except pydantic.ValidationError:
-        return False
-    return True
-
-
-# What the chart writes that tfgate's config gains from other work in flight: the admin
-# section, and upstreams of kind cluster. Until the config has them, the rest of the
-# rendered config is still checked, without them.
-PENDING_SECTIONS = ("admin",)
-
-
 def checkable(doc: dict) -> tuple[dict, list[str]]:
-    """The part of a rendered config tfgate knows today, and what was left out."""
+    """A rendered config, whole: every section the chart writes is one tfgate knows."""
     left_out = [k for k in doc if k not in Config.model_fields]
-    assert set(left_out) <= set(PENDING_SECTIONS), f"unknown sections {left_out}"
-    known = {k: v for k, v in doc.items() if k not in left_out}
-    if not _cluster_kind_known():
-        known["upstreams"] = {}
-        for name, upstream in doc["upstreams"].items():
-            if upstream.get("kind") == "cluster":
-                upstream = {k: v for k, v in upstream.items() if k != "kind"}
-                left_out.append(f"upstreams.{name}.kind")
-            known["upstreams"][name] = upstream
-    return known, left_out
+    assert left_out == [], f"unknown sections {left_out}"
+    return doc, left_out
 
 
 @pytest.fixture(scope="module")
@@ -341,8 +318,10 @@ class TestManifests:
             template = one(render(values), "Deployment")["spec"]["template"]
             return template["metadata"].get("annotations", {})
 
-        first = annotations(MATRIX["sidecar"])["checksum/config"]
-        second = annotations(rules(TEAM_A, {**TEAM_A, "name": "b"}))["checksum/config"]
+        roll = {"reload": "roll"}
+        first = annotations(_with(MATRIX["sidecar"], roll))["checksum/config"]
+        second = annotations(_with(rules(TEAM_A, {**TEAM_A, "name": "b"}), roll))[
+            "checksum/config"]
         assert first != second
 
     def test_reload_file_keeps_pods_and_mounts_the_directory(self):
@@ -613,7 +592,6 @@ class TestValuesSchema:
             render(values)
         assert message in str(refused.value)
 
-    @pytest.mark.skipif("admin" not in Config.model_fields, reason="no admin section yet")
     def test_admin_section_needs_the_admin_listener(self):
         with pytest.raises(helm_python.HelmRenderError, match=r"admin\.enabled is false"):
             render({"admin": {"enabled": False}, "config": {"admin": {}}})
