@@ -367,11 +367,10 @@ class Bench:
         import grpc
         channel = self._tls_channel(proxy.address, client_cert=client_cert)
         call = channel.unary_unary(PREDICT)
-        # with a certificate but no token the caller is known but lacks a proof the
-        # rule requires (PERMISSION_DENIED); with neither it is unauthenticated
+        # every rule requires a token, so a call without one is unauthenticated, with or
+        # without a certificate (token-required / no-credentials)
         expectations = [
-            ("no token", self.env.small, (), grpc.StatusCode.PERMISSION_DENIED if client_cert
-             else grpc.StatusCode.UNAUTHENTICATED),
+            ("no token", self.env.small, (), grpc.StatusCode.UNAUTHENTICATED),
             ("other model", _other_model(self.env.small), self.env.bearer,
              grpc.StatusCode.PERMISSION_DENIED),
             ("allowed", self.env.small, self.env.bearer, grpc.StatusCode.OK),
