@@ -132,6 +132,13 @@ class _Grants:
         return any(self.allows(path, target) for path in self._data)
 
 
+def grants(state: State, call: Call, method: Method) -> _Grants:
+    """What the policy grants this call's caller, asked while filtering an answer (the
+    REST front filters ModelServer's JSON with it, proxy/rest/visible.py)."""
+    assert call.principal is not None  # start() ran
+    return _Grants(state, call.principal, method)
+
+
 def respond(state: State, call: Call, method: Method, facts: Facts, response: bytes) -> bytes:
     """What the caller may see of the upstream's answer (`proxy/responses.py`)."""
     if method.respond is None or not facts.targets or call.principal is None:
