@@ -44,6 +44,7 @@ class Request:
     metadata: Metadata                # client metadata / HTTP headers, lowercase keys
     certificate: bytes | None = None  # the peer's verified leaf certificate (PEM)
     deadline_s: float | None = None   # time left on the client's deadline; None: none
+    local: bool = False               # came through `listen` (`listen.local_identity`'s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,8 @@ def start(state: State, call: Call, request: Request, lease: Lease) -> Method:
     # The certificate part lands on the record before the token is checked: a call
     # refused for its token is audited with the certificate identity that verified.
     call.principal = state.authenticator.authenticate(
-        request.certificate, request.metadata, lambda verified: _record(call, verified))
+        request.certificate, request.metadata, lambda verified: _record(call, verified),
+        local=request.local)
     method = state.methods.lookup(request.method)
     _authorize(state, call, method, NO_FACTS)
     state.limits.hold(call.principal, lease)
@@ -128,6 +130,13 @@ class _Grants:
 
     def any_data(self, target: ModelTarget) -> bool:
         return any(self.allows(path, target) for path in self._data)
+
+
+def grants(state: State, call: Call, method: Method) -> _Grants:
+    """What the policy grants this call's caller, asked while filtering an answer (the
+    REST front filters ModelServer's JSON with it, proxy/rest/visible.py)."""
+    assert call.principal is not None  # start() ran
+    return _Grants(state, call.principal, method)
 
 
 def respond(state: State, call: Call, method: Method, facts: Facts, response: bytes) -> bytes:

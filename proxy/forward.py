@@ -215,18 +215,19 @@ async def bidi_stream(context: grpc.aio.ServicerContext, upstream: Upstream, met
 
 async def _pump(call: Any, read: Read, check: Check) -> None:
     """Client → upstream: read, check, write, until the client half-closes. A refusal
-    (or a read that breaks a receive bound) cancels the upstream call and is re-raised
-    by the caller from this task's result."""
+    (or a read that breaks a receive bound), and any other failure here (then INTERNAL),
+    cancels the upstream call and is re-raised by the caller from this task's result:
+    left running, the upstream call would wait for the next message until the deadline."""
     try:
         while (message := await read()) is not None:
             check(message)
             await call.write(message)
         await call.done_writing()
-    except Reject:
-        call.cancel()
-        raise
     except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
         return  # the upstream ended the call; its status is what the caller reports
+    except Exception:
+        call.cancel()
+        raise
 
 
 def _pump_error(pump: asyncio.Future[None]) -> BaseException | None:

@@ -17,6 +17,13 @@ audited (probes every few seconds would drown the audit log) and are counted in
 `tfgate_health_checks_total`. A Watch holds a stream until the client leaves, so at
 most `MAX_WATCHES` run per process; it re-reads readiness every `WATCH_POLL_S` (answers
 come from the readiness cache) and writes only changes.
+
+Reading the request is the one thing tfgate does for a caller before any credential: a
+pending read lets gRPC take in the whole message the caller declares (up to
+`listen.max_message_bytes`), not the 64 KiB window of an unread stream. So at most
+`MAX_READS` health requests are being received at once per process (an honest one,
+a few bytes, is received at once); more are refused with RESOURCE_EXHAUSTED before
+their read is posted (docs/hostile-networks.md).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ PATHS = frozenset({CHECK, WATCH})
 # grpc.health.v1.HealthCheckResponse.ServingStatus
 SERVING, NOT_SERVING, SERVICE_UNKNOWN = 1, 2, 3
 MAX_WATCHES = 256
+MAX_READS = 8  # health requests being received at once, each up to max_message_bytes
 WATCH_POLL_S = 1.0
 
 
@@ -54,6 +62,7 @@ class HealthService:
         self.readiness = readiness
         self.bounds = bounds
         self.watches = 0
+        self.reading = 0
         self.handlers: dict[str, grpc.RpcMethodHandler] = {
             CHECK: grpc.stream_unary_rpc_method_handler(self._check),
             WATCH: grpc.stream_stream_rpc_method_handler(self._watch),
@@ -97,12 +106,17 @@ class HealthService:
     async def _service(self, context: grpc.aio.ServicerContext) -> str:
         """The request's service name, read within the listener's receive timeout."""
         timeout = self.bounds.receive_timeout_s
+        if self.reading >= MAX_READS:
+            raise Reject(Reason.OVERLOADED, f"{MAX_READS} health requests being received")
+        self.reading += 1
         try:
             async with asyncio.timeout(timeout):
                 message = await context.read()
         except TimeoutError:
             raise Reject(Reason.REQUEST_TIMEOUT, f"request message not received within "
                          f"{timeout:g} s (listen.receive_timeout_s)") from None
+        finally:
+            self.reading -= 1
         if message is grpc.aio.EOF:
             raise Reject(Reason.MALFORMED_REQUEST, "the call ended before its request message")
         self.bounds.release_bytes(self.bounds.hold_bytes(len(message)))

@@ -54,7 +54,8 @@ def request_of(context: grpc.aio.ServicerContext, path: str) -> Request:
     remaining = context.time_remaining()
     return Request(path, tuple(context.invocation_metadata() or ()),
                    next(iter(pems), None) if pems else None,
-                   remaining if remaining is not None and remaining < _NO_DEADLINE_S else None)
+                   remaining if remaining is not None and remaining < _NO_DEADLINE_S else None,
+                   local=True)
 
 
 class Gateway(grpc.GenericRpcHandler):

@@ -136,6 +136,8 @@ class TestCancellation:
 def _refuse_forbidden(message: bytes) -> Facts:
     if b"forbidden" in message:
         raise malformed("forbidden message")
+    if b"crash" in message:  # stands for a bug in an inspector: not a Reject
+        raise ValueError("inspector bug")
     return Facts()
 
 
@@ -183,6 +185,24 @@ class TestStreaming:
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         sent = [m for _, m in raw_backend.received]
         assert b"forbidden" not in sent and b"after" not in sent
+
+    @pytest.mark.parametrize("path", [CLIENT_STREAM, BIDI])
+    def test_inspector_error_ends_the_stream_with_internal(self, pki, signing, make_proxy,
+                                                            raw_backend, streaming_methods,
+                                                            path):
+        """An inspector that fails with something other than a Reject ends the call with
+        INTERNAL at once (the upstream call is cancelled), never leaves it hanging until
+        the client's deadline; the message it failed on is not forwarded."""
+        proxy = make_proxy(self.config(pki, signing, raw_backend), methods=streaming_methods)
+        channel = pki.channel(proxy.address, pki.cn_client)
+        kind = channel.stream_unary if path == CLIENT_STREAM else channel.stream_stream
+        with pytest.raises(grpc.RpcError) as info:
+            result = kind(path)(iter([b"ok", b"crash", b"after"]), timeout=10)
+            list(result) if path == BIDI else None
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+        assert "inspector bug" not in (info.value.details() or "")
+        sent = [m for _, m in raw_backend.received]
+        assert b"crash" not in sent and b"after" not in sent
 
     def test_stream_method_refused_without_rule(self, pki, signing, make_proxy, raw_backend,
                                                 streaming_methods):

@@ -12,6 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from proxy import health
+from tests import h2attack as attack
 from tests.conftest import base_config
 from tests.obs_helpers import plaintext_config, served
 
@@ -106,6 +107,34 @@ class TestCheck:
             with pki.channel(service.address) as channel:
                 stub = health_pb2_grpc.HealthStub(channel)
                 assert stub.Check(health_pb2.HealthCheckRequest(), timeout=10).status == SERVING
+
+
+class TestUnauthenticatedBodies:
+    def test_health_requests_being_received_are_capped(self, signing, raw_backend, tmp_path,
+                                                       monkeypatch) -> None:
+        """Health is read before any credential, and a pending read lets gRPC take in the
+        whole declared message (up to listen.max_message_bytes). So only MAX_READS health
+        requests are received at once; the others are refused from their headers and
+        never get more than the 64 KiB window of an unread stream in."""
+        monkeypatch.setattr(health, "MAX_READS", 2)
+        declared, window = 1 << 20, 64 * 1024
+        with served(_config(signing, raw_backend.address, tmp_path)) as service:
+            target = attack.Target("127.0.0.1", int(service.address.rpartition(":")[2]))
+            with attack.partial_message(target, 6, declared=declared, path=health.CHECK,
+                                        duration=60) as run:
+                assert _wait(lambda: run.stats.grpc_status.get("8") == 4)
+                assert _wait(lambda: run.max_accepted() == declared + 4)
+                accepted = run.stats["body_bytes_sent"]
+        assert accepted <= 2 * (declared + 4) + 4 * window
+
+
+def _wait(predicate, timeout: float = 30) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not predicate():
+        time.sleep(0.05)
+    return predicate()
 
 
 class TestWatch:

@@ -17,12 +17,18 @@ import pytest
 
 from proxy.pb import serving_pb2
 from tests import resthelp as rh
-from tests.conftest import base_config
+from tests.conftest import TEAM_B, base_config
 
 pytestmark = pytest.mark.tf
 PARITY = {"name": "parity", "principals": {"cn": ["legacy-client"]},
           "methods": ["Predict", "Classify", "Regress", "GetModelMetadata", "GetModelStatus"],
           "models": ["*"]}
+
+
+# Team B may ask for the status of half_plus_two's latest version only.
+STATUS_LATEST = {"name": "team-b-status", "principals": {"spiffe": [TEAM_B]},
+                 "methods": ["GetModelStatus"], "models": ["half_plus_two"],
+                 "versions": ["latest"]}
 
 
 class Proxy:
@@ -42,7 +48,7 @@ def proxy(request, pki, signing, rest_backend, tmp_path_factory) -> Iterator[Pro
     audit = tmp_path_factory.mktemp("audit") / f"{request.param}.jsonl"
     cfg = rh.rest_config(base_config(pki, signing, rest_backend.address), rest_backend,
                          request.param, audit)
-    cfg["policy"]["rules"].append(PARITY)
+    cfg["policy"]["rules"] += [PARITY, STATUS_LATEST]
     with rh.running_service(cfg) as service:
         yield Proxy(service, request.param, audit)
 
@@ -127,6 +133,24 @@ def test_every_acl_dimension(proxy, pki, clean, who, path, payload, reason) -> N
     assert (event["reason"], event["decision"], event["http_status"]) == (reason, "deny", 403)
     assert event["status"] == "PERMISSION_DENIED" and event["detail"] == r.json()["error"]
     assert clean.records() == []
+
+
+def test_metadata_and_status_show_only_what_the_caller_may_see(proxy, pki, clean) -> None:
+    """As on the gRPC front (test_e2e_responses.py): metadata lists only the signatures
+    the caller may call (team A: all but times_three), a status without a version only
+    the versions it may ask about (team B: `latest`, so version 2 alone)."""
+    with rh.client(pki, proxy.port, pki.alice) as c:
+        metadata = c.get("/v1/models/half_plus_two/metadata")
+    with rh.client(pki, proxy.port, pki.bob) as c:
+        status = c.get("/v1/models/half_plus_two")
+    assert metadata.status_code == 200 and status.status_code == 200, (metadata, status)
+    signatures = metadata.json()["metadata"]["signature_def"]["signature_def"]
+    assert set(signatures) == {"serving_default", "regress_x", "classify_x"}
+    assert [v["version"] for v in status.json()["model_version_status"]] == ["2"]
+    everything = rh.direct(clean, "GET", "/v1/models/half_plus_two/metadata").json()
+    assert "times_three" in everything["metadata"]["signature_def"]["signature_def"]
+    assert len(rh.direct(clean, "GET", "/v1/models/half_plus_two").json()[
+        "model_version_status"]) == 2
 
 
 def hostile_bodies() -> list[tuple[str, bytes, dict[str, str], int, str]]:

@@ -274,3 +274,38 @@ def test_deadline_default_applies(start, pki, rest_backend) -> None:
     assert r.status_code == 504
     (event,) = rh.audit_events(audit, 1)
     assert (event["reason"], event["status"]) == ("upstream-status", "DEADLINE_EXCEEDED")
+
+
+# -- who a REST caller is ----------------------------------------------------------------
+
+LOCAL = "spiffe://tfgate.test/ns/train/sa/local-client"
+
+
+def test_local_identity_is_the_grpc_listeners_not_the_rest_fronts(pki, signing, rest_backend,
+                                                                   tmp_path) -> None:
+    """`listen.local_identity` names the callers of the plaintext gRPC listener (a local
+    TF process). A REST caller without a certificate or token is nobody: 401, never the
+    local identity, whatever the REST listener's TLS mode or address."""
+    import grpc
+
+    from proxy.pb import serving_pb2
+
+    cfg = rh.rest_config(base_config(pki, signing, rest_backend.address), rest_backend,
+                         "native", tmp_path / "audit.jsonl", client_auth="none")
+    cfg["listen"] = {"address": "127.0.0.1:0", "plaintext": True, "local_identity": LOCAL}
+    cfg["policy"]["rules"].append({"name": "local", "principals": {"spiffe": [LOCAL]},
+                                   "methods": ["GetModelStatus"], "models": ["half_plus_two"]})
+    rest_backend.clear_records()
+    with rh.running_service(cfg) as service:
+        request = serving_pb2.GetModelStatusRequest()
+        request.model_spec.name = "half_plus_two"
+        with grpc.insecure_channel(service.grpc.address) as channel:  # the local caller
+            channel.unary_unary("/tensorflow.serving.ModelService/GetModelStatus")(
+                request.SerializeToString(), timeout=30)
+        with rh.client(pki, rh.rest_port(service), who=None) as c:
+            answer = c.get("/v1/models/half_plus_two")
+        events = rh.audit_events(tmp_path / "audit.jsonl", 2)
+    assert answer.status_code == 401, answer.text
+    assert events[0]["principal"] == LOCAL and events[0]["decision"] == "allow"
+    assert events[1]["reason"] == "no-credentials" and events[1]["principal"] is None
+    assert len(rest_backend.records()) == 1  # the gRPC call only

@@ -36,12 +36,15 @@ class Authenticator:
 
     def authenticate(self, certificate: bytes | None,
                      metadata: Sequence[tuple[str, str | bytes]],
-                     on_certificate: Callable[[Principal], None] = _ignore) -> Principal:
+                     on_certificate: Callable[[Principal], None] = _ignore, *,
+                     local: bool = False) -> Principal:
         """`certificate`: the peer's verified leaf (PEM) as the transport saw it, or None.
         `on_certificate` receives the certificate principal, when there is one, before any
-        token is checked (so a refusal for the token still knows who presented it)."""
+        token is checked (so a refusal for the token still knows who presented it).
+        `local`: the call came through the listener `listen.local_identity` describes
+        (the gRPC one); only its callers are that identity, never the REST front's."""
         principal = self._certificates.principal(certificate)
-        if principal is ANONYMOUS and self._local is not None:
+        if principal is ANONYMOUS and local and self._local is not None:
             principal = self._local
         if principal is not ANONYMOUS:
             on_certificate(principal)

@@ -5,6 +5,7 @@ streams its answers. The distributed runtime's methods are another family (clust
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from proxy import responses
 from proxy.call import ModelTarget
@@ -16,20 +17,32 @@ _MODEL = "/tensorflow.serving.ModelService/"
 _HEALTH = "/grpc.health.v1.Health/"
 
 
-def _visible_signatures(data: bytes, target: ModelTarget, grants: Grants) -> bytes:
-    """GetModelMetadata: only signatures the caller may call on this model and version."""
-    return responses.metadata(data, lambda name: grants.any_data(
-        dataclasses.replace(target, signature=name)))
+def visible_signatures(target: ModelTarget, grants: Grants) -> Callable[[str], bool]:
+    """GetModelMetadata: whether the caller may call a signature on this model and
+    version (shared with the REST front, proxy/rest/visible.py)."""
+    return lambda name: grants.any_data(dataclasses.replace(target, signature=name))
 
 
-def _visible_versions(data: bytes, target: ModelTarget, grants: Grants) -> bytes:
-    """GetModelStatus without a version: only versions the caller may ask about."""
+def visible_versions(target: ModelTarget, grants: Grants
+                     ) -> Callable[[int, bool], bool] | None:
+    """GetModelStatus without a version: whether the caller may ask about a version
+    (given whether it is the highest listed). None for a request naming a version or
+    label: the server answers that one version, already judged."""
     if target.version is not None or target.label is not None:
-        return data  # the server answers that one version, already judged
+        return None
     def visible(version: int, highest: bool) -> bool:
         return grants.allows(_STATUS, dataclasses.replace(target, version=version)) or (
             highest and grants.allows(_STATUS, target))
-    return responses.status(data, visible)
+    return visible
+
+
+def _visible_signatures(data: bytes, target: ModelTarget, grants: Grants) -> bytes:
+    return responses.metadata(data, visible_signatures(target, grants))
+
+
+def _visible_versions(data: bytes, target: ModelTarget, grants: Grants) -> bytes:
+    visible = visible_versions(target, grants)
+    return data if visible is None else responses.status(data, visible)
 
 
 _STATUS = _MODEL + "GetModelStatus"

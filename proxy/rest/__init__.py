@@ -21,6 +21,8 @@ what a REST client expects; none of them decides anything about the caller.
 - `upstream.py`: native (`canonical.py`: the JSON of what was judged, to a REST port) or
   translated (`translate_in.py` / `translate_out.py`: gRPC on the front's own channel;
   `signatures.py`: input dtypes from GetModelMetadata, cached).
+- `visible.py`: metadata and status answers filtered to what the caller may see, as the
+  gRPC front filters them.
 - `errors.py`: ModelServer's `{"error": ...}` body and the HTTP-only refusals.
 
 docs/wire-facts.md ("REST API") lists the ModelServer behaviour these modules rely on.

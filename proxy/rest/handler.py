@@ -29,12 +29,12 @@ from aiohttp import web
 from proxy import admission
 from proxy.admission import Request
 from proxy.boundary import CallScope
-from proxy.call import Facts
+from proxy.call import Facts, ModelTarget
 from proxy.errors import HTTP_FOR_CODE, Code, Reason, Reject, malformed
 from proxy.families import Method
 from proxy.metadata import Metadata
 from proxy.rest import body as bodies
-from proxy.rest import errors, judge
+from proxy.rest import errors, judge, visible
 from proxy.rest.errors import too_large
 from proxy.rest.paths import Route, route
 from proxy.rest.upstream import Judged, Reply
@@ -168,8 +168,22 @@ class RestCall(CallScope):
         headers = upstream_headers(admitted.metadata, self.state.rest.mode == "translate")
         reply = await upstream.send(judged, headers, admitted.timeout, self.front.pool.run)
         self.release_held()
+        if reply.status == 200 and facts.targets:
+            reply = await self._visible(method, judged.route.verb, facts.targets[0], reply)
         self._record(reply)
         return reply
+
+    async def _visible(self, method: Method, verb: str, target: ModelTarget,
+                       reply: Reply) -> Reply:
+        """Only what the caller may see of a metadata or status answer, as on gRPC."""
+        hide = visible.hider(verb, target, admission.grants(self.state, self.call, method))
+        if hide is None:
+            return reply
+        run, size = self.front.pool.run, len(reply.body)
+        doc = await run(size, visible.parse, reply.body)
+        if not hide(doc):
+            return reply
+        return Reply(reply.status, await run(size, visible.dump, doc))
 
     def _record(self, reply: Reply) -> None:
         """An upstream's own error status is the call's outcome, as gRPC's would be."""

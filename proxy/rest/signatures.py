@@ -64,21 +64,26 @@ class SignatureCache:
             self._entries.move_to_end(key)
             return entry[1]
         pending = self._pending.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[dict[str, Inputs]] = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
+        if pending is None:
+            # A task of its own: the caller that started it may leave (its client gone)
+            # without cancelling the fetch the others wait for.
+            pending = self._pending[key] = asyncio.ensure_future(self._load(key, target))
+            pending.add_done_callback(_retrieved)
+        return await asyncio.shield(pending)
+
+    async def _load(self, key: tuple, target: ModelTarget) -> dict[str, Inputs]:
         try:
             signatures = parse_signatures(await self._fetch(metadata_request(target)))
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: a failure nobody else awaits is not logged
-            raise
         finally:
             self._pending.pop(key, None)
-        future.set_result(signatures)
         self._entries[key] = (self._clock(), signatures)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
         return signatures
+
+
+def _retrieved(task: asyncio.Future[dict[str, Inputs]]) -> None:
+    """A failure nobody is left to await is not logged as unretrieved."""
+    if not task.cancelled():
+        task.exception()
