@@ -105,6 +105,12 @@ def answered(state: State, exchange: Exchange, response: bytes) -> None:
         state.cluster.answered(exchange, response)
 
 
+def ended(state: State, exchange: Exchange) -> None:
+    """The call ended: what its unanswered requests claimed is released (cluster only)."""
+    if exchange.tickets:
+        state.cluster.abandon(exchange)
+
+
 def admit(state: State, call: Call, method: Method, facts: Facts,
           request: Request) -> Admitted:
     assert call.principal is not None  # start() ran

@@ -20,6 +20,8 @@ with `handle-not-owned`. For one call, in `admission.py`'s order:
    ones (it registers a function, then calls it): pending definitions are visible to
    later messages of the same stream at once, because the server runs a stream in order
    and ends it at the first failure; other calls see them once committed.
+4. `abandon` (when the call ends): the claims of requests never answered with OK are
+   undone, so a create the server refused makes no one an owner.
 
 Steps are bound where tfgate sees them begin (RunGraph, an eager operation's
 func_step_id); a step it never saw begin (a RecvTensor from a peer worker for a step its
@@ -72,6 +74,7 @@ class Ticket:
     session: str | None = None      # the session handle it names
     defines: tuple[str, ...] = ()
     claims: list[tuple[Key, Key | None]] = field(default_factory=list)  # (key, parent)
+    made: list[Key] = field(default_factory=list)  # claims that were new entries
     releases: list[Key] = field(default_factory=list)
     removes: list[str] = field(default_factory=list)  # functions removed from the scope
 
@@ -194,12 +197,30 @@ class ClusterGuard:
         exchange.hold(ticket)
         try:
             for key, parent in ticket.claims:
-                self.table.put(key, ticket.owner, self._caps, parent)
+                if self.table.put(key, ticket.owner, self._caps, parent):
+                    ticket.made.append(key)
         except TableFull as full:
             exchange.tickets.pop()
             exchange.settle(ticket)
+            self._unclaim(ticket)
             raise Reject(Reason.LIMIT_EXCEEDED, "tfgate's handle table is full; try again "
                          "later", f"cluster guard: {full}") from None
+
+    def abandon(self, exchange: Exchange) -> None:
+        """The call ended: a request the server never answered with OK created nothing, so
+        the claims it made are undone. Else a caller could claim an id tfgate had forgotten
+        (a restart, an eviction) but the server still holds: the server refuses the second
+        create, and the claim would make that caller the owner of someone else's context."""
+        while exchange.tickets:
+            ticket = exchange.tickets.popleft()
+            exchange.settle(ticket)
+            self._unclaim(ticket)
+
+    def _unclaim(self, ticket: Ticket) -> None:
+        for key in reversed(ticket.made):
+            if self.table.owner(key) == ticket.owner:
+                self.table.forget(key)
+        ticket.made.clear()
 
     def answered(self, exchange: Exchange, response: bytes) -> None:
         """The server answered the oldest pending request of this call with OK."""

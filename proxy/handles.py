@@ -82,25 +82,27 @@ class HandleTable:
 
     # -- writing --------------------------------------------------------------------
 
-    def put(self, key: Key, owner: str, caps: config.Handles, parent: Key | None = None) -> None:
+    def put(self, key: Key, owner: str, caps: config.Handles, parent: Key | None = None) -> bool:
         """Record that `owner` created `key` (under `parent`, which must exist); a second
-        put by the same owner only touches it. The caller has checked the owner."""
+        put by the same owner only touches it. True when this put made the entry. The
+        caller has checked the owner."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 self._touch(key, entry)
-                return
+                return False
             owner = sys.intern(owner)
             size = ENTRY_BYTES + len(key[1])
             self._make_room(owner, size, caps, keep=(parent,) if parent else ())
             if parent is not None and parent not in self._entries:
-                return  # the parent was forgotten to make room: nothing to nest under
+                return False  # the parent was forgotten to make room: nothing to nest under
             self._entries[key] = Entry(owner, self._clock(), size, parent)
             if parent is not None:
                 self._entries[parent].children.add(key)
             self._lru[key] = None
             self._owned.setdefault(owner, collections.OrderedDict())[key] = None
             self._account(owner, size)
+            return True
 
     def add_functions(self, key: Key, names: Iterable[str], caps: config.Handles) -> int:
         """Record functions registered in `key`; how many were added. Names that do not

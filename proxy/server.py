@@ -223,6 +223,7 @@ class _Boundary(CallScope):
     async def __aexit__(self, kind: type | None, exc: BaseException | None, _tb: object) -> bool:
         refusal: Reject | None = None
         try:
+            admission.ended(self.state, self.exchange)
             if not isinstance(exc, grpc.aio.AbortError):  # else: already answered
                 refusal = self.outcome(exc)
         finally:

@@ -33,20 +33,27 @@ class EagerBackend:
     records each message and answers it, except that with `hold_first` it answers the
     first message only after the second has arrived (as a busy worker may), and a
     message holding op "Fail" ends the stream with INVALID_ARGUMENT (as TF does when
-    an op fails)."""
+    an op fails). A CreateContext for an id in `existing` fails with ALREADY_EXISTS, as
+    for a context the worker holds but tfgate no longer remembers (a restart)."""
 
     def __init__(self) -> None:
         self.received: list[bytes] = []
+        self.existing: set[bytes] = set()
         self.cancelled = threading.Event()
         self.hold_first = False
         self.server = grpc.server(ThreadPoolExecutor(8))
         self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
             "tensorflow.eager.EagerService",
-            {"CreateContext": grpc.unary_unary_rpc_method_handler(lambda r, c: b""),
+            {"CreateContext": grpc.unary_unary_rpc_method_handler(self._create),
              "Enqueue": grpc.unary_unary_rpc_method_handler(self._unary),
              "StreamingEnqueue": grpc.stream_stream_rpc_method_handler(self._stream)})])
         self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
         self.server.start()
+
+    def _create(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        if request in self.existing:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, "context already exists")
+        return b""
 
     def _unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         self.received.append(request)
@@ -184,3 +191,23 @@ def test_an_upstream_error_ends_the_client_stream_with_its_status(pki, make_prox
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details() == "op Fail failed on the worker"
     channel.close()
+
+
+def test_a_create_the_server_refused_claims_nothing(pki, make_proxy, eager) -> None:
+    """Context 42 lives on the worker, created before tfgate (re)started, so tfgate has
+    no owner for it. Bob's CreateContext for it passes tfgate and the worker refuses it;
+    that must not make Bob its owner: his stream into 42 is refused and never arrives."""
+    eager.existing.add(rq.create_context(42))
+    proxy = make_proxy(config(pki, eager.address))
+    bob = pki.channel(proxy.address, pki.bob)
+    with pytest.raises(grpc.RpcError) as info:
+        bob.unary_unary(EAGER + "CreateContext")(rq.create_context(42), timeout=10)
+    assert info.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    intruder = Stream(bob)
+    intruder.send(rq.enqueue(42, rq.op_item("Mul")))
+    with pytest.raises(grpc.RpcError) as info:
+        intruder.answer()
+    assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "was not created through tfgate by this caller" in info.value.details()
+    assert eager.received == []
+    bob.close()
