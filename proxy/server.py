@@ -196,8 +196,13 @@ class _Boundary(CallScope):
         return await self._read(None)
 
     def checker(self, method: Method) -> forward.Check:
+        """Each streamed message is judged by the config current when it arrives: a
+        stream may outlive many reloads (TF's StreamingEnqueue lives as long as its
+        client), and a reload that revokes its caller must reach it."""
         def check(message: bytes) -> None:
-            admission.inspect(self.state, self.call, method, message, self.exchange)
+            state = self.runtime.state
+            found = method if state is self.state else state.methods.lookup(method.path)
+            admission.inspect(state, self.call, found, message, self.exchange)
         return check
 
     async def _read(self, timeout: float | None) -> bytes | None:

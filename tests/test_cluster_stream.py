@@ -211,3 +211,27 @@ def test_a_create_the_server_refused_claims_nothing(pki, make_proxy, eager) -> N
     assert "was not created through tfgate by this caller" in info.value.details()
     assert eager.received == []
     bob.close()
+
+
+def test_a_reload_that_revokes_the_caller_reaches_an_open_stream(pki, make_proxy, eager) -> None:
+    """The stream opened under a config granting Alice; a reload drops her from the rule.
+    Her next message on the same stream is judged by the new config and refused."""
+    from proxy.config import validate_config
+    from proxy.state import build_state
+
+    proxy = make_proxy(config(pki, eager.address))
+    channel = pki.channel(proxy.address, pki.alice)
+    channel.unary_unary(EAGER + "CreateContext")(rq.create_context(7), timeout=10)
+    stream = Stream(channel)
+    first = rq.enqueue(7, rq.op_item("Mul"))
+    stream.send(first)
+    assert stream.answer() == ANSWER
+    revoked = config(pki, eager.address)
+    revoked["policy"]["rules"][0]["principals"] = {"spiffe": [TEAM_B]}
+    proxy.runtime.swap(build_state(validate_config(revoked), proxy.runtime.shared))
+    stream.send(rq.enqueue(7, rq.op_item("Mul")))
+    with pytest.raises(grpc.RpcError) as info:
+        stream.answer()
+    assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert eager.received == [first]
+    channel.close()
