@@ -64,6 +64,18 @@ class Keepalive(Section):
         60, ge=0, description="Time calls in flight get after a max-age GOAWAY.")
 
 
+def check_transport(address: str, plaintext: bool, tls: ListenTLS | None) -> None:
+    """A listener has TLS, or is plaintext on loopback or a unix socket: nothing else."""
+    if plaintext and tls is not None:
+        raise ValueError("set either tls or plaintext: true, not both")
+    if tls is None and not plaintext:
+        raise ValueError("tls is required (plaintext: true is allowed only on loopback "
+                         "or a unix socket)")
+    if plaintext and not is_loopback(address):
+        raise KeyProblem(("plaintext",), f"plaintext listener refused on non-loopback "
+                         f"address {address!r}; use tls, 127.0.0.1, ::1 or unix:PATH")
+
+
 class Listen(Section):
     """Where tfgate accepts calls, and the bounds every client meets before it has
     authenticated (docs/hostile-networks.md)."""
@@ -112,14 +124,7 @@ class Listen(Section):
 
     @pydantic.model_validator(mode="after")
     def _tls_or_loopback(self) -> Listen:
-        if self.plaintext and self.tls is not None:
-            raise ValueError("set either tls or plaintext: true, not both")
-        if self.tls is None and not self.plaintext:
-            raise ValueError("tls is required (plaintext: true is allowed only on loopback "
-                             "or a unix socket)")
-        if self.plaintext and not is_loopback(self.address):
-            raise KeyProblem(("plaintext",), f"plaintext listener refused on non-loopback "
-                             f"address {self.address!r}; use tls, 127.0.0.1, ::1 or unix:PATH")
+        check_transport(self.address, self.plaintext, self.tls)
         if self.local_identity is not None:
             from proxy.authn.mtls import is_spiffe_id
 

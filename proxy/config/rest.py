@@ -14,8 +14,8 @@ from typing import Literal
 import pydantic
 from pydantic import Field
 
-from proxy.config.base import Address, KeyProblem, MiB, Section, is_loopback
-from proxy.config.listen import ListenTLS
+from proxy.config.base import Address, KeyProblem, MiB, Section
+from proxy.config.listen import ListenTLS, check_transport
 
 
 class RestJson(Section):
@@ -97,14 +97,7 @@ class Rest(Section):
 
     @pydantic.model_validator(mode="after")
     def _tls_or_loopback(self) -> Rest:
-        if self.plaintext and self.tls is not None:
-            raise ValueError("set either tls or plaintext: true, not both")
-        if self.tls is None and not self.plaintext:
-            raise ValueError("tls is required (plaintext: true is allowed only on loopback "
-                             "or a unix socket)")
-        if self.plaintext and not is_loopback(self.address):
-            raise KeyProblem(("plaintext",), f"plaintext listener refused on non-loopback "
-                             f"address {self.address!r}; use tls, 127.0.0.1, ::1 or unix:PATH")
+        check_transport(self.address, self.plaintext, self.tls)
         if self.max_body_bytes < self.parse.inline_below_bytes:
             raise KeyProblem(("parse", "inline_below_bytes"), "must not exceed max_body_bytes")
         return self
