@@ -1,12 +1,18 @@
 """Audit: one structured JSON event per call, built only from the `Call` record.
 
 Nothing secret is ever on the record: tokens, keys and request bodies are not fields of
-`Call`, so they cannot be logged by accident.
+`Call`, so they cannot be logged by accident. Calls refused before the caller was
+identified are the one exception to "every call": anyone who can reach the port makes
+them, so their events pass a per-process rate (`audit.unauthenticated_per_s`) and the
+rest are summed into one `audit_suppressed` event per second at most.
 """
 
 from __future__ import annotations
 
+import collections
 import sys
+import time
+from collections.abc import Callable
 from typing import IO, Any, TextIO, cast
 
 import structlog
@@ -69,11 +75,43 @@ def event_fields(call: Call) -> dict[str, Any]:
     return fields
 
 
+class StrangerBudget:
+    """A token bucket for the events of unidentified callers, and what it held back."""
+
+    def __init__(self, per_s: float, clock: Callable[[], float]) -> None:
+        self._per_s, self._clock = per_s, clock
+        self._tokens, self._at = per_s, clock()
+        self.suppressed: collections.Counter[str] = collections.Counter()
+        self._reported = self._at
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._per_s, self._tokens + (now - self._at) * self._per_s)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+    def summary(self, *, force: bool = False) -> dict[str, Any] | None:
+        """The held-back counts, at most once a second (or now, with `force`)."""
+        now = self._clock()
+        if not self.suppressed or (not force and now - self._reported < 1):
+            return None
+        counts, self.suppressed = self.suppressed, collections.Counter()
+        fields = {"count": sum(counts.values()), "reasons": dict(counts),
+                  "seconds": round(now - self._reported, 3)}
+        self._reported = now
+        return fields
+
+
 class AuditLog:
     """Writes audit events to a sink; `emit` never raises into the data path."""
 
-    def __init__(self, sink: IO[str]) -> None:
+    def __init__(self, sink: IO[str], unauthenticated_per_s: float = 100,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._sink = sink
+        self._strangers = StrangerBudget(unauthenticated_per_s, clock)
         # `.bind()` once: `wrap_logger` returns a lazy proxy that would otherwise build
         # a new bound logger on every call (~25 µs per call on the bench machine).
         self._log = structlog.wrap_logger(
@@ -84,10 +122,23 @@ class AuditLog:
 
     def emit(self, call: Call) -> None:
         try:
+            self._report_suppressed()
+            if call.principal is None and not self._strangers.take():
+                self._strangers.suppressed[call.reason.value] += 1  # a closed set of keys
+                return
             self._log.info("call", **event_fields(call))
         except Exception:  # noqa: BLE001 - a full disk must not fail the call
             pass
 
+    def _report_suppressed(self, *, force: bool = False) -> None:
+        summary = self._strangers.summary(force=force)
+        if summary is not None:
+            self._log.info("audit_suppressed", **summary)
+
     def close(self) -> None:
+        try:
+            self._report_suppressed(force=True)
+        except Exception:  # noqa: BLE001
+            pass
         if self._sink not in (sys.stdout, sys.stderr):
             self._sink.close()

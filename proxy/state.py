@@ -155,7 +155,7 @@ def _upstreams(cfg: config.Config) -> dict[str, Upstream]:
 
 def _audit(cfg: config.Config) -> AuditLog:
     try:
-        return AuditLog(open_sink(cfg.audit.output))
+        return AuditLog(open_sink(cfg.audit.output), cfg.audit.unauthenticated_per_s)
     except OSError as exc:
         raise ConfigError("audit.output", f"cannot open: {exc.strerror}") from None
 

@@ -15,6 +15,13 @@ class Audit(Section):
     """One JSON event per call."""
 
     output: str = Field("stderr", description="`stdout`, `stderr`, or a file path to append to.")
+    unauthenticated_per_s: float = Field(
+        100, ge=0, description="Events per second, per process, for calls refused before "
+        "the caller was identified (no or bad credentials, overload before the headers were "
+        "judged): a stranger cannot grow the audit log faster than this. Past it (burst: one "
+        "second's worth) such events are counted, not written, and one `audit_suppressed` "
+        "event per second at most gives their count by reason. 0: none are written, only "
+        "counted. Identified callers' calls are always written; metrics count every call.")
 
     @pydantic.field_validator("output")
     @classmethod
