@@ -27,3 +27,4 @@ protos: setup
 # docs/config.md is generated from proxy/config.py; tests/test_configdoc.py checks it.
 docs: setup
 	.venv/bin/python -m tfgate_dev.configdoc > docs/config.md
+	.venv/bin/python helm/schema.py
