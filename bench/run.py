@@ -306,7 +306,9 @@ class Bench:
         seconds = self.plan.small_sat_s
         honest = dict(duration_s=seconds, clients=2, streams=4, latencies=True)
         proxy.reset_peak()
+        cpu, wall = proxy.cpu_s(), time.monotonic()
         calm = self._check("under_attack/calm", gen.run(**honest))
+        calm_busy = (proxy.cpu_s() - cpu) / (time.monotonic() - wall)
         calm_rss = proxy.peak_rss_mb()
         target = h2attack.Target("127.0.0.1", int(proxy.address.rsplit(":", 1)[1]),
                                  ca=self.env.ca.read_bytes(), server_name="localhost")
@@ -317,7 +319,13 @@ class Bench:
                 h2attack.slow_body(target, 64, authorization=token, chunk=1, interval=0.2,
                                    reopen_per_s=200, duration=seconds + 5) as a3:
             time.sleep(0.5)  # let the attack build up
+            opened = a1.stats["streams_opened"] + a2.stats["streams_opened"]
+            cpu, wall = proxy.cpu_s(), time.monotonic()
             attacked = self._check("under_attack/attacked", gen.run(**honest))
+            elapsed = time.monotonic() - wall
+            attacked_busy = (proxy.cpu_s() - cpu) / elapsed
+            streams_per_s = (a1.stats["streams_opened"] + a2.stats["streams_opened"]
+                             - opened) / elapsed
         attacks = {name: run.stats.snapshot()["counts"] for name, run in
                    (("half_open", a1), ("rapid_reset", a2), ("slow_body_with_token", a3))}
         self.extras["under_attack"] = {
@@ -335,6 +343,10 @@ class Bench:
                           if calm.percentile_ms(0.99) and attacked.percentile_ms(0.99) else None),
             "peak_rss_mb": {"calm": round(calm_rss, 1), "attacked": round(proxy.peak_rss_mb(), 1)},
             "attack_counts": attacks,
+            # The proxy's CPU (cores busy) in each phase, and the credential-less streams
+            # the attackers opened per second while the honest load ran.
+            "proxy_cores_busy": {"calm": round(calm_busy, 2), "attacked": round(attacked_busy, 2)},
+            "attack_streams_per_s": round(streams_per_s),
         }
 
     def huge(self, svc: Service, side: str) -> None:
@@ -641,7 +653,9 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{_f(attack['calm']['p99_ms'])} → {_f(attack['attacked']['p99_ms'])} ms "
                   f"(×{attack['p99_ratio']}), errors {attack['attacked']['errors']}, proxy "
                   f"peak RSS {attack['peak_rss_mb']['calm']} → "
-                  f"{attack['peak_rss_mb']['attacked']} MB"]
+                  f"{attack['peak_rss_mb']['attacked']} MB; proxy cores busy "
+                  f"{attack['proxy_cores_busy']['calm']} → {attack['proxy_cores_busy']['attacked']}"
+                  f" with {attack['attack_streams_per_s']:,} credential-less streams/s"]
     soak = result["extras"].get("soak")
     if soak:
         lines += ["", f"Soak: {soak['calls']} calls, proxy RSS MB after each chunk "
