@@ -7,7 +7,8 @@
 No transport here (no grpc import): a front (the gRPC server, the REST listener) hands
 over a `Request`, what it knew when the call began, then the request messages, and gets
 `Admitted` back or a `Reject`. A unary call runs start → inspect → admit; a client
-stream runs start → admit, then inspect once per message before that message may go on.
+stream runs start → admit, then recheck and inspect once per message before that
+message may go on.
 The method is authorized before any body is parsed, so a caller no rule lets call it
 never costs a parse. `decide` is the same decision without credentials or a body, for
 `tfgate explain`; a shadow policy (shadow.py) is decided beside the enforced one
@@ -68,6 +69,15 @@ def start(state: State, call: Call, request: Request, lease: Lease) -> Method:
     _authorize(state, call, method, NO_FACTS)
     state.limits.hold(call.principal, lease)
     return method
+
+
+def recheck(state: State, call: Call, request: Request) -> None:
+    """Each streamed message: the caller's credentials verified again, by
+    `state` (cheap: both verdicts are cached), so an expired token or a reload that no
+    longer trusts its issuer ends the stream UNAUTHENTICATED. A changed rendering of the
+    caller is judged as such: its handles stay bound to the name that created them."""
+    call.principal = state.authenticator.authenticate(
+        request.certificate, request.metadata, local=request.local)
 
 
 def inspect(state: State, call: Call, method: Method, message: bytes,

@@ -196,12 +196,14 @@ class _Boundary(CallScope):
         return await self._read(None)
 
     def checker(self, method: Method) -> forward.Check:
-        """Each streamed message is judged by the config current when it arrives: a
-        stream may outlive many reloads (TF's StreamingEnqueue lives as long as its
-        client), and a reload that revokes its caller must reach it."""
+        """Each streamed message is judged by the config current when it arrives, for the
+        caller its credentials show now: a stream may outlive many reloads and tokens (TF's
+        StreamingEnqueue lives as long as its client), and a reload that revokes its
+        caller, or the end of its token's life, must reach it."""
         def check(message: bytes) -> None:
             state = self.runtime.state
             found = method if state is self.state else state.methods.lookup(method.path)
+            admission.recheck(state, self.call, self._req())
             admission.inspect(state, self.call, found, message, self.exchange)
         return check
 

@@ -20,7 +20,8 @@ import grpc
 import pytest
 
 from tests import distributed_requests as rq
-from tests.conftest import TEAM_A, TEAM_B
+from tests.conftest import AUDIENCE, ISSUER, TEAM_A, TEAM_B
+from tfgate_dev.devpki import mint_claims
 
 EAGER = "/tensorflow.eager.EagerService/"
 STREAM = EAGER + "StreamingEnqueue"
@@ -101,9 +102,10 @@ def config(pki: Any, upstream: str) -> dict[str, Any]:
 class Stream:
     """One client stream whose messages the test sends one at a time."""
 
-    def __init__(self, channel: grpc.Channel) -> None:
+    def __init__(self, channel: grpc.Channel, metadata: tuple = ()) -> None:
         self._outbox: queue.Queue[bytes | None] = queue.Queue()
-        self.call = channel.stream_stream(STREAM)(iter(self._outbox.get, None), timeout=30)
+        self.call = channel.stream_stream(STREAM)(iter(self._outbox.get, None), timeout=30,
+                                                  metadata=metadata)
 
     def send(self, message: bytes) -> None:
         self._outbox.put(message)
@@ -233,5 +235,65 @@ def test_a_reload_that_revokes_the_caller_reaches_an_open_stream(pki, make_proxy
     with pytest.raises(grpc.RpcError) as info:
         stream.answer()
     assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert eager.received == [first]
+    channel.close()
+
+
+def token_config(pki: Any, signing: Any, upstream: str) -> dict[str, Any]:
+    """The clients' rule also requires a token from ISSUER (no leeway on its times)."""
+    cfg = config(pki, upstream)
+    cfg["authn"] = {"jwt": {"leeway_s": 0, "issuers": [{
+        "issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["ES256"],
+        "jwks_file": str(signing.jwks)}]}}
+    cfg["policy"]["rules"][0]["require"] = ["token"]
+    return cfg
+
+
+def opened_with_token(pki: Any, signing: Any, proxy: Any, ttl: int) -> tuple[Any, Stream, bytes]:
+    """Alice, with a token that lives `ttl` seconds, streams; her first message passed."""
+    token = signing.key.token(mint_claims(issuer=ISSUER, audience=AUDIENCE, subject="alice",
+                                          ttl=ttl))
+    metadata = (("authorization", f"Bearer {token}"),)
+    channel = pki.channel(proxy.address, pki.alice)
+    channel.unary_unary(EAGER + "CreateContext")(rq.create_context(7), timeout=10,
+                                                 metadata=metadata)
+    stream = Stream(channel, metadata)
+    first = rq.enqueue(7, rq.op_item("Mul"))
+    stream.send(first)
+    assert stream.answer() == ANSWER
+    return channel, stream, first
+
+
+def refused_unauthenticated(stream: Stream) -> str:
+    stream.send(rq.enqueue(7, rq.op_item("Mul")))
+    with pytest.raises(grpc.RpcError) as info:
+        stream.answer()
+    assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    return info.value.details()
+
+
+def test_a_token_that_expires_ends_the_open_stream(pki, signing, make_proxy, eager) -> None:
+    """The stream outlives the token it opened with: the next message after the
+    token's expiry is refused, and never arrives."""
+    proxy = make_proxy(token_config(pki, signing, eager.address))
+    channel, stream, first = opened_with_token(pki, signing, proxy, ttl=2)
+    time.sleep(3)  # past exp, with no leeway
+    assert "expired" in refused_unauthenticated(stream)
+    assert eager.received == [first]
+    channel.close()
+
+
+def test_a_reload_that_drops_the_issuer_reaches_an_open_stream(
+        pki, signing, make_proxy, eager) -> None:
+    """A reload that no longer trusts the token's issuer: the caller's next message is
+    verified by the new config, which accepts no token at all, and refused."""
+    from proxy.config import validate_config
+    from proxy.state import build_state
+
+    proxy = make_proxy(token_config(pki, signing, eager.address))
+    channel, stream, first = opened_with_token(pki, signing, proxy, ttl=600)
+    proxy.runtime.swap(build_state(validate_config(config(pki, eager.address)),
+                                   proxy.runtime.shared))
+    assert "tokens are not accepted" in refused_unauthenticated(stream)
     assert eager.received == [first]
     channel.close()
