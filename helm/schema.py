@@ -34,6 +34,8 @@ CHART_OWNED: dict[str, tuple[str, ...]] = {
     "listen": ("address", "plaintext"),
     "listen.tls": ("cert", "key", "client_ca"),
     "admin": ("address", "enabled", "allow_non_loopback"),
+    "rest": ("address", "plaintext", "upstream"),
+    "rest.tls": ("cert", "key", "client_ca"),
 }
 
 Schema = dict[str, Any]
@@ -141,10 +143,11 @@ def modes() -> Schema:
         "volumes": K8S_LIST, "volumeMounts": K8S_LIST, "resources": RESOURCES,
         "egress": K8S_LIST})
     standalone = closed({
-        "upstream": closed({"address": STRING, "tls": closed({
+        "upstream": closed({"address": STRING, "restAddress": STRING, "tls": closed({
             "secretName": STRING, "clientCert": BOOL, "serverName": STRING})}),
         "modelServer": closed({"namespace": STRING, "podSelector": LABELS,
                                "ports": {"type": "array", "items": PORT, "minItems": 1},
+                               "restPorts": {"type": "array", "items": PORT, "minItems": 1},
                                "fence": BOOL}),
     })
     task = closed({"name": {"type": "string", "pattern": "^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$"},
@@ -199,6 +202,8 @@ def tfgate_process() -> Schema:
             {"name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$"},
              "secretName": NAME}, ("name", "secretName"))},
         "admin": closed({"enabled": BOOL, "port": PORT}),
+        "rest": closed({"enabled": BOOL, "port": PORT,
+                        "upstream": {"enum": ["translate", "native"]}}),
         "probes": closed({"startup": probe(), "readiness": probe(), "liveness": probe()}),
         "lifecycle": closed({"preStopSleepSeconds": COUNT, "terminationMarginSeconds": COUNT}),
         "reload": {"enum": ["roll", "file"]},

@@ -129,6 +129,27 @@ MATRIX: dict[str, dict] = {
                                            "app.kubernetes.io/name": "tfgate"}}}]}),
     "standalone-unfenced": _with(rules(TEAM_A), {"mode": "standalone", "standalone": {
         "upstream": {"address": "10.1.2.3:8500"}, "modelServer": {"fence": False}}}),
+    # The REST front: translated in sidecar mode (ModelServer has no TCP port), either
+    # way in standalone mode; token-only on REST beside mTLS on gRPC, and the reverse.
+    "sidecar-rest": _with(rules(TEAM_A), {"rest": {"enabled": True}}),
+    "sidecar-rest-tokens": _with(rules(TEAM_A, BATCH), {
+        "rest": {"enabled": True, "port": 9444}, "jwks": {"secretName": "idp-jwks"},
+        "config": {"authn": JWT, "rest": {"tls": {"client_auth": "none"},
+                                          "max_body_bytes": 4194304,
+                                          "parse": {"threads": 1}}}}),
+    "sidecar-token-only-rest-mtls": _with(rules(BATCH), {
+        "rest": {"enabled": True}, "jwks": {"secretName": "idp-jwks"},
+        "config": {"authn": JWT, "listen": {"tls": {"client_auth": "none"}},
+                   "rest": {"tls": {"client_auth": "require"}}}}),
+    "standalone-rest": _with(STANDALONE, rules(TEAM_A), {
+        "rest": {"enabled": True},
+        "networkPolicy": {"ingressFrom": [{"namespaceSelector": {"matchLabels": {
+            "team": "a"}}}]}}),
+    "standalone-rest-native": _with(STANDALONE, rules(TEAM_A), {
+        "rest": {"enabled": True, "upstream": "native"},
+        "standalone": {"upstream": {
+            "restAddress": "https://modelserver.serving.svc:8501",
+            "tls": {"secretName": "upstream-tls", "serverName": "modelserver"}}}}),
     "cluster": CLUSTER,
     "cluster-roles": _with(CLUSTER, {
         "port": 9443, "cluster": {"tfPort": 2300,
@@ -211,7 +232,8 @@ def pod_files(tmp_path_factory) -> pathlib.Path:
 
 
 class TestLint:
-    @pytest.mark.parametrize("case", ["sidecar", "standalone", "cluster"])
+    @pytest.mark.parametrize("case", ["sidecar", "standalone", "cluster", "sidecar-rest",
+                                      "standalone-rest-native"])
     def test_lint_has_no_errors(self, case):
         """`helm lint` (strict: warnings fail too) finds nothing in any mode."""
         report = helm_python.lint(str(CHART), MATRIX[case], strict=True)
@@ -284,6 +306,8 @@ class TestManifests:
                 assert doc["listen"]["address"] == f"0.0.0.0:{ports['grpc']}"
                 if "admin" in doc:
                     assert doc["admin"]["address"] == f"0.0.0.0:{ports['admin']}"
+                if "rest" in doc:
+                    assert doc["rest"]["address"] == f"0.0.0.0:{ports['rest']}"
 
     def test_grace_period_follows_server_grace(self):
         """terminationGracePeriodSeconds = preStop + ceil(server.grace_s) + margin, and

@@ -16,6 +16,7 @@ from tests.test_helm import (
     one,
     pod_specs,
     render,
+    tfgate_config,
 )
 
 # The ports a model server listens on when left to itself: ModelServer's gRPC and REST
@@ -26,6 +27,12 @@ MODEL_SERVER_PORTS = {8500, 8501, 2222, 2300}
 @pytest.fixture(scope="module", params=list(MATRIX))
 def rendered(request) -> tuple[str, list[dict]]:
     return request.param, render(MATRIX[request.param])
+
+
+def rest_port(values: dict) -> int | None:
+    """tfgate's REST port when the case enables the REST front."""
+    rest = values.get("rest", {})
+    return rest.get("port", 8444) if rest.get("enabled") else None
 
 
 def effective(pod: dict, item: dict, key: str):
@@ -75,7 +82,8 @@ class TestModelServerIsolation:
         assert "--grpc_socket_path=/run/modelserver/grpc.sock" in modelserver["args"]
         for item in all_containers(pod):
             declared = {p["name"] for p in item.get("ports", [])}
-            assert declared <= ({"grpc", "admin"} if item["name"] == "tfgate" else set()), (
+            assert declared <= ({"grpc", "rest", "admin"} if item["name"] == "tfgate"
+                                else set()), (
                 item["name"], declared)
 
     def test_no_service_exposes_a_model_server_port(self, rendered):
@@ -99,7 +107,7 @@ class TestModelServerIsolation:
         policies = of_kind(objects, "NetworkPolicy")
         own = next(p for p in policies if p["metadata"]["name"] == "demo-tfgate")
         allowed = {port["port"] for rule in own["spec"]["ingress"] for port in rule["ports"]}
-        assert allowed <= {values.get("port", 8443), 9901}
+        assert allowed <= {values.get("port", 8443), rest_port(values), 9901}
         assert "Ingress" in own["spec"]["policyTypes"]
         if mode == "standalone":
             fences = [p for p in policies if p["metadata"]["name"] == "demo-tfgate-fence"]
@@ -175,3 +183,79 @@ class TestEgress:
         admin = [r for r in own["spec"]["ingress"] if r["ports"][0]["port"] == 9901]
         assert admin[0]["from"][0]["namespaceSelector"]["matchLabels"] == {
             "kubernetes.io/metadata.name": "monitoring"}
+
+
+class TestRestFront:
+    """The REST front's port is tfgate's own: declared, exposed and admitted only when
+    `rest.enabled`, from the gRPC port's allowlist, and it never opens a model-server
+    port that the mode keeps closed."""
+
+    def test_rest_port_is_exposed_only_when_enabled(self, rendered):
+        case, objects = rendered
+        port = rest_port(MATRIX[case])
+        expected = [{"name": "rest", "port": port, "targetPort": "rest", "protocol": "TCP",
+                     "appProtocol": "https"}] if port else []
+        for service in of_kind(objects, "Service"):
+            rest = [p for p in service["spec"]["ports"] if p["name"] == "rest"]
+            assert rest == (expected if service["metadata"]["name"] == "demo-tfgate"
+                            else []), (case, service["metadata"]["name"])
+        for pod in pod_specs(objects):
+            declared = {p["name"]: p["containerPort"] for p in container(pod, "tfgate")["ports"]}
+            assert declared.get("rest") == port, case
+        doc = tfgate_config(objects)
+        assert ("rest" in doc) == (port is not None), case
+        if port:
+            # On the pod's address, for the Service, hence TLS from the mounted Secret.
+            assert doc["rest"]["address"] == f"0.0.0.0:{port}"
+            assert "plaintext" not in doc["rest"]
+            assert doc["rest"]["tls"]["cert"] == "/etc/tfgate/tls/tls.crt"
+
+    def test_network_policy_admits_rest_as_it_admits_grpc(self, rendered):
+        case, objects = rendered
+        values = MATRIX[case]
+        port = rest_port(values)
+        own = next(p for p in of_kind(objects, "NetworkPolicy")
+                   if p["metadata"]["name"] == "demo-tfgate")
+        grpc_rule = next(r for r in own["spec"]["ingress"]
+                         if {"protocol": "TCP", "port": values.get("port", 8443)} in r["ports"])
+        admitted = [r for r in own["spec"]["ingress"] for p in r["ports"] if p["port"] == port]
+        if port is None:
+            assert all(p["port"] != 8444 for r in own["spec"]["ingress"] for p in r["ports"])
+            return
+        assert admitted == [grpc_rule], case  # one rule: the same peers as gRPC
+        assert grpc_rule.get("from") == (values.get("networkPolicy", {}).get("ingressFrom")
+                                         or None)
+
+    def test_sidecar_rest_is_translated_over_the_unix_socket(self, rendered):
+        """In sidecar mode REST calls become gRPC calls on ModelServer's unix socket: no
+        REST address upstream, and ModelServer keeps --port=0 --rest_api_port=0 (above)."""
+        case, objects = rendered
+        values = MATRIX[case]
+        if values.get("mode", "sidecar") != "sidecar" or rest_port(values) is None:
+            pytest.skip("sidecar mode with REST only")
+        doc = tfgate_config(objects)
+        assert doc["rest"]["upstream"] == "translate"
+        assert doc["upstreams"] == {"modelserver": {"address": "unix:/run/modelserver/grpc.sock"}}
+        (pod,) = pod_specs(objects)
+        assert "ports" not in container(pod, "modelserver")
+
+    def test_model_server_rest_ports_open_only_for_native(self, rendered):
+        """Standalone: tfgate may reach (and the fence admits it to) the model server's
+        REST ports only when REST calls go there natively."""
+        case, objects = rendered
+        values = MATRIX[case]
+        if values.get("mode") != "standalone":
+            pytest.skip("standalone mode only")
+        ms = values["standalone"]["modelServer"]
+        ports = list(ms.get("ports", [8500]))
+        if values.get("rest", {}).get("upstream") == "native":
+            ports += [p for p in ms.get("restPorts", [8501]) if p not in ports]
+        wanted = [{"protocol": "TCP", "port": p} for p in ports]
+        policies = {p["metadata"]["name"]: p for p in of_kind(objects, "NetworkPolicy")}
+        egress = policies["demo-tfgate"]["spec"]["egress"]
+        assert [r for r in egress if r["ports"] == wanted], (case, egress)
+        assert not [r for r in egress if r["ports"] != wanted
+                    and any(p["port"] in (8500, 8501) for p in r["ports"])]
+        if "demo-tfgate-fence" in policies:
+            (rule,) = policies["demo-tfgate-fence"]["spec"]["ingress"]
+            assert rule["ports"] == wanted

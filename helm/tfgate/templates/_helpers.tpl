@@ -37,6 +37,27 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- dig "listen" "tls" "client_auth" "require" .Values.config -}}
 {{- end -}}
 
+{{/* config.rest.tls.client_auth; by default the gRPC listener's, so both fronts take the
+     same clients (and a token-only release needs no client CA). */}}
+{{- define "tfgate.restClientAuth" -}}
+{{- $tls := get (get .Values.config "rest" | default dict) "tls" | default dict -}}
+{{- get $tls "client_auth" | default (include "tfgate.clientAuth" .) -}}
+{{- end -}}
+
+{{/* "true" when some listener asks for client certificates: the client CA is mounted. */}}
+{{- define "tfgate.needsClientCA" -}}
+{{- if or (ne (include "tfgate.clientAuth" .) "none") (and .Values.rest.enabled (ne (include "tfgate.restClientAuth" .) "none")) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when REST calls go to the model server's REST API (rest.upstream: native). */}}
+{{- define "tfgate.restNative" -}}
+{{- if and .Values.rest.enabled (eq .Values.rest.upstream "native") -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{/* Drain seconds: config.server.grace_s rounded up. */}}
 {{- define "tfgate.graceSeconds" -}}
 {{- dig "server" "grace_s" 5 .Values.config | float64 | ceil | int -}}
@@ -55,6 +76,9 @@ modelserver:
 {{- $up := .Values.standalone.upstream -}}
 modelserver:
   address: {{ $up.address | quote }}
+  {{- if include "tfgate.restNative" . }}
+  rest_address: {{ $up.restAddress | quote }}
+  {{- end }}
   {{- if $up.tls.secretName }}
   tls:
     ca: /etc/tfgate/upstream-tls/ca.crt
@@ -73,6 +97,18 @@ tensorflow:
 {{- end -}}
 {{- end -}}
 
+{{/* A listener's tls section: the given keys (client_auth) plus the mounted Secrets'
+     files. Takes (list <given tls dict or nil> <client_auth>). */}}
+{{- define "tfgate.listenerTLS" -}}
+{{- $tls := index . 0 | default dict | deepCopy -}}
+{{- $_ := set $tls "cert" "/etc/tfgate/tls/tls.crt" -}}
+{{- $_ := set $tls "key" "/etc/tfgate/tls/tls.key" -}}
+{{- if ne (index . 1) "none" -}}
+{{- $_ := set $tls "client_ca" "/etc/tfgate/client-ca/ca.crt" -}}
+{{- end -}}
+{{- toYaml $tls -}}
+{{- end -}}
+
 {{/* The whole tfgate config: the values' `config`, plus the keys the chart owns
      (addresses and file paths that must agree with the pod it renders). */}}
 {{- define "tfgate.config" -}}
@@ -80,15 +116,21 @@ tensorflow:
 {{- $c := deepCopy $v.config -}}
 {{- $listen := get $c "listen" | default dict -}}
 {{- $_ := set $listen "address" (printf "0.0.0.0:%d" (int $v.port)) -}}
-{{- $tls := get $listen "tls" | default dict -}}
-{{- $_ := set $tls "cert" "/etc/tfgate/tls/tls.crt" -}}
-{{- $_ := set $tls "key" "/etc/tfgate/tls/tls.key" -}}
-{{- if ne (include "tfgate.clientAuth" .) "none" -}}
-{{- $_ := set $tls "client_ca" "/etc/tfgate/client-ca/ca.crt" -}}
-{{- end -}}
+{{- $tls := include "tfgate.listenerTLS" (list (get $listen "tls") (include "tfgate.clientAuth" .)) | fromYaml -}}
 {{- $_ := set $listen "tls" $tls -}}
 {{- $_ := set $c "listen" $listen -}}
 {{- $_ := set $c "upstreams" (include "tfgate.upstreams" . | fromYaml) -}}
+{{- if $v.rest.enabled -}}
+{{- /* TLS on the pod's address (the Service reaches it there): never plaintext. */ -}}
+{{- $rest := get $c "rest" | default dict -}}
+{{- $_ := set $rest "address" (printf "0.0.0.0:%d" (int $v.rest.port)) -}}
+{{- $_ := set $rest "upstream" $v.rest.upstream -}}
+{{- $restAuth := include "tfgate.restClientAuth" . -}}
+{{- $restTLS := include "tfgate.listenerTLS" (list (get $rest "tls") $restAuth) | fromYaml -}}
+{{- $_ := set $restTLS "client_auth" $restAuth -}}
+{{- $_ := set $rest "tls" $restTLS -}}
+{{- $_ := set $c "rest" $rest -}}
+{{- end -}}
 {{- if $v.admin.enabled -}}
 {{- $admin := get $c "admin" | default dict -}}
 {{- $_ := set $admin "address" (printf "0.0.0.0:%d" (int $v.admin.port)) -}}
@@ -109,6 +151,7 @@ tensorflow:
 {{- if and (not $v.admin.enabled) (hasKey $v.config "admin") -}}
 {{- fail "config.admin is set but admin.enabled is false" -}}
 {{- end -}}
+{{- include "tfgate.validateRest" . -}}
 {{- if eq $v.mode "sidecar" -}}
 {{- range $v.sidecar.modelServer.extraArgs -}}
 {{- if regexMatch "^--?(port|rest_api_port|grpc_socket_path)(=|$)" . -}}
@@ -138,6 +181,32 @@ tensorflow:
 {{- end -}}
 {{- if and $v.tls.certManager.enabled (not $v.tls.certManager.issuerRef.name) -}}
 {{- fail "tls.certManager.issuerRef.name: required when tls.certManager.enabled" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The REST front's checks: where it may run, where it forwards, its port. */}}
+{{- define "tfgate.validateRest" -}}
+{{- $v := .Values -}}
+{{- $r := $v.rest -}}
+{{- if and (not $r.enabled) (hasKey $v.config "rest") -}}
+{{- fail "config.rest is set but rest.enabled is false (the chart writes the rest section, with its address and TLS, when rest.enabled)" -}}
+{{- end -}}
+{{- if $r.enabled -}}
+{{- if eq $v.mode "cluster" -}}
+{{- fail "rest.enabled: the REST front serves ModelServer's HTTP/JSON API; cluster mode has no ModelServer (use sidecar or standalone mode)" -}}
+{{- end -}}
+{{- if and (eq $v.mode "sidecar") (eq $r.upstream "native") -}}
+{{- fail "rest.upstream: native is refused in sidecar mode: ModelServer's REST API listens on TCP only, and the sidecar's ModelServer has no TCP port; use rest.upstream: translate (REST to gRPC over the unix socket)" -}}
+{{- end -}}
+{{- if and (eq $v.mode "standalone") (eq $r.upstream "native") (not $v.standalone.upstream.restAddress) -}}
+{{- fail "standalone.upstream.restAddress: required when rest.upstream is native (http://host:port or https://host:port of the model server's REST Service)" -}}
+{{- end -}}
+{{- if eq (int $r.port) (int $v.port) -}}
+{{- fail "rest.port must differ from port" -}}
+{{- end -}}
+{{- if and $v.admin.enabled (eq (int $r.port) (int $v.admin.port)) -}}
+{{- fail "rest.port must differ from admin.port" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -253,6 +322,11 @@ tcpSocket:
     - name: grpc
       containerPort: {{ $v.port }}
       protocol: TCP
+    {{- if $v.rest.enabled }}
+    - name: rest
+      containerPort: {{ $v.rest.port }}
+      protocol: TCP
+    {{- end }}
     {{- if $v.admin.enabled }}
     - name: admin
       containerPort: {{ $v.admin.port }}
@@ -280,7 +354,7 @@ tcpSocket:
   volumeMounts:
     - {name: config, mountPath: /etc/tfgate/config, readOnly: true}
     - {name: tls, mountPath: /etc/tfgate/tls, readOnly: true}
-    {{- if ne (include "tfgate.clientAuth" .) "none" }}
+    {{- if include "tfgate.needsClientCA" . }}
     - {name: client-ca, mountPath: /etc/tfgate/client-ca, readOnly: true}
     {{- end }}
     {{- if $v.jwks.secretName }}
@@ -313,7 +387,7 @@ tcpSocket:
     items:
       - {key: tls.crt, path: tls.crt}
       - {key: tls.key, path: tls.key}
-{{- if ne (include "tfgate.clientAuth" .) "none" }}
+{{- if include "tfgate.needsClientCA" . }}
 - name: client-ca
   secret:
     secretName: {{ default $v.tls.secretName $v.tls.clientCA.secretName }}
@@ -343,6 +417,19 @@ tcpSocket:
 {{- end }}
 {{- end -}}
 
+{{/* The model server's pod ports tfgate may reach (standalone): its gRPC ports, and its
+     REST ports when REST calls go there natively. NetworkPolicyPorts, one a line. */}}
+{{- define "tfgate.modelServerPorts" -}}
+{{- $ms := .Values.standalone.modelServer -}}
+{{- $ports := $ms.ports -}}
+{{- if include "tfgate.restNative" . -}}
+{{- $ports = concat $ports $ms.restPorts | uniq -}}
+{{- end -}}
+{{- range $ports }}
+- {protocol: TCP, port: {{ . }}}
+{{- end -}}
+{{- end -}}
+
 {{/* The egress rules of tfgate's pods (may be empty). */}}
 {{- define "tfgate.egressRules" -}}
 {{- $v := .Values -}}
@@ -363,9 +450,7 @@ tcpSocket:
 {{- if eq $v.mode "standalone" }}
 {{- $ms := $v.standalone.modelServer }}
 - ports:
-    {{- range $ms.ports }}
-    - {protocol: TCP, port: {{ . }}}
-    {{- end }}
+    {{- include "tfgate.modelServerPorts" . | trim | nindent 4 }}
   {{- if $ms.podSelector }}
   to:
     - namespaceSelector:
