@@ -89,6 +89,9 @@ class TestUpstreams:
             "ports": [8500, 8501], "restPorts": [8501, 8601]}}}))
         fence = next(o for o in objects if o["metadata"]["name"] == "demo-tfgate-fence")
         assert [p["port"] for p in fence["spec"]["ingress"][0]["ports"]] == [8500, 8501, 8601]
+        defaults = render(_with(NATIVE, {"standalone": {"modelServer": {"ports": [8500, 8501]}}}))
+        fence = next(o for o in defaults if o["metadata"]["name"] == "demo-tfgate-fence")
+        assert [p["port"] for p in fence["spec"]["ingress"][0]["ports"]] == [8500, 8501]
 
 
 class TestRefusals:
