@@ -136,6 +136,13 @@ class Service:
         self.grpc = AsyncServer(cfg, self.runtime, reuse_port=reuse_port,
                                 readiness=self.readiness)
         self.fronts: list[Front] = [self.grpc]
+        self.rest: RestServer | None = None
+        if cfg.rest is not None:
+            from proxy.rest.server import RestServer  # aiohttp only where REST is served
+
+            self.rest = RestServer(cfg, self.runtime, reuse_port=reuse_port)
+            self.fronts.append(self.rest)
+        # The admin listener last: `/readyz` answers only once every data front is bound.
         self.admin: AdminServer | None = None
         if cfg.admin.enabled:
             self.admin = AdminServer(cfg.admin, self.readiness, reuse_port=reuse_port)
@@ -144,12 +151,6 @@ class Service:
         self.last_reload: ReloadOutcome | None = None
         self.reload_listeners: list[Callable[[ReloadOutcome], None]] = []
         self._certificates: list[CertificateInUse] = []
-        self.rest: RestServer | None = None
-        if cfg.rest is not None:
-            from proxy.rest.server import RestServer  # aiohttp only where REST is served
-
-            self.rest = RestServer(cfg, self.runtime, reuse_port=reuse_port)
-            self.fronts.append(self.rest)
         self._loop = LoopThread.shared()
         self._reloading = threading.Lock()  # one reload at a time
         self._swap_lock = threading.Lock()  # a swap and the stop exclude each other
