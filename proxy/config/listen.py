@@ -97,8 +97,9 @@ class Listen(Section):
         "runs, on the decompressed size for gzip/deflate messages (grpcio stops inflating "
         "at the cap); larger ones fail with RESOURCE_EXHAUSTED and are not audited.")
     max_calls: int = Field(
-        4096, ge=1, le=1_000_000, description="Calls in flight per process; gRPC refuses "
-        "more with RESOURCE_EXHAUSTED before tfgate sees them (not audited).")
+        4096, ge=1, le=1_000_000, description="Calls in flight per process, counted by "
+        "tfgate from their headers; more are refused with RESOURCE_EXHAUSTED (reason "
+        "overloaded).")
     max_connections: int = Field(
         1024, ge=1, description="Open client connections per process; more are closed at "
         "once by gRPC.")
