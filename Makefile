@@ -24,7 +24,8 @@ bench: setup
 protos: setup
 	.venv/bin/python protos/generate.py
 
-# docs/config.md is generated from proxy/config.py; tests/test_configdoc.py checks it.
+# docs/config.md and the chart's values schema are generated from proxy/config/;
+# tests/test_configdoc.py checks them.
 docs: setup
 	.venv/bin/python -m tfgate_dev.configdoc > docs/config.md
 	.venv/bin/python helm/schema.py

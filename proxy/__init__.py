@@ -21,7 +21,8 @@ A call walks one pipeline, a module per stage, in this order:
    requests: every op, cluster address and debug URL (`cluster_policy.py`), and the
    handles and functions they use must be the caller's own (`cluster_guard.py`,
    `handles.py`).
-7. limit (`limits.py`): sizes, then concurrency and rate.
+7. limit (`limits.py`): sizes, then rate (the caller's concurrency slot is taken right
+   after stage 4, from the headers, and held until the call ends).
 8. forward (`forward.py`, `metadata.py`): the exact bytes received go to the upstream the
    route chose, minus credentials, plus the verified identity; deadline and cancellation
    propagate and the upstream's status and trailers come back unchanged.

@@ -407,6 +407,10 @@ class TestMessageCap:
         code, details = proxy.call("Predict", _predict_of_size(self.CAP + 1))
         assert code is EXHAUSTED and "larger than max" in details
         assert len(proxy.recorder.calls) == 1
+        # What docs/limits.md says of it: tfgate's handler saw the headers, then the call
+        # ended without its message, so the audit names malformed-request (not gRPC's code).
+        refused = proxy.audit_events()[-1]
+        assert (refused["reason"], refused["messages_in"]) == ("malformed-request", 0)
 
     @pytest.mark.parametrize("compression", [grpc.Compression.Gzip, grpc.Compression.Deflate])
     def test_compressed(self, make_proxy: Callable[..., Proxy],

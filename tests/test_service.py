@@ -108,6 +108,28 @@ def test_listener_bounds_change_on_reload(site, backend, start) -> None:
     channel.close()
 
 
+def test_max_calls_is_tfgates_own_refusal(site, backend, start) -> None:
+    """listen.max_calls is counted by tfgate (gRPC's maximum_concurrent_rpcs would queue
+    calls instead): with 1, a second call is refused RESOURCE_EXHAUSTED, reason overloaded,
+    while the first is held, as docs/config.md says."""
+    doc = site.config(watch=None)
+    doc["listen"]["max_calls"] = 1
+    service = start(doc)
+    channel = fresh_channel(service.address, site.credentials())
+    held = channel.unary_unary(PREDICT).future(predict_bytes("m"), timeout=30,
+                                               metadata=[("x-block", "1")])
+    assert backend.entered.wait(30)
+    with pytest.raises(grpc.RpcError) as err:
+        predict(service.address, site.credentials())
+    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "(listen.max_calls)" in (err.value.details() or "")
+    backend.release.set()
+    assert held.result(30).startswith(b"echo:")
+    channel.close()
+    wait_until(lambda: service.runtime.in_flight() == 0, "the held call to end")
+    assert service.runtime.state.shared.outcomes.snapshot().get("overloaded") == 1
+
+
 def test_certificate_expiry_of_every_certificate_in_use(site, tmp_path, start) -> None:
     """Server chain, client CA and the upstream's CA and client certificate, each with
     its key, subject and seconds left; a rotation shows the new expiry."""

@@ -98,16 +98,17 @@ class Concurrency(Section):
         "its headers on (a call waiting for its body counts). Null: no cap.")
     total: int | None = Field(
         None, ge=1, description="Most calls in flight through tfgate, audited when refused. "
-        "Null: only listen.max_calls (gRPC's own cap, not audited).")
+        "Null: only listen.max_calls (per process, refused as overloaded).")
 
 
 class Deadline(Section):
-    """Deadlines of unary calls (every TF Serving method). Streams (Health/Watch) keep
-    the client's deadline: they are long-lived by design and bounded by `concurrency`."""
+    """Deadlines of TF Serving calls (all unary). Distributed-TF calls keep the client's
+    deadline (TF sends none): they last as long as the computation they serve and are
+    bounded by `concurrency`."""
 
     max_s: float = Field(
         60.0, gt=0, description="Client deadlines above this are lowered to it, so a "
-        "stuck call frees its thread and its upstream slot.")
+        "stuck call frees its concurrency slot and its upstream call.")
     default_s: float = Field(
         30.0, gt=0, description="Deadline given to calls that come without one.")
 

@@ -93,12 +93,15 @@ class Listen(Section):
         "its own (a pod).")
     max_message_bytes: int = Field(
         64 * MiB, gt=0, le=GRPC_MAX_MESSAGE,
-        description="Largest request message accepted, checked by gRPC before any stage "
-        "runs, on the decompressed size for gzip/deflate messages (grpcio stops inflating "
-        "at the cap); larger ones fail with RESOURCE_EXHAUSTED and are not audited.")
+        description="Largest request message accepted, checked by gRPC before tfgate "
+        "reads it, on the decompressed size for gzip/deflate messages (grpcio stops "
+        "inflating at the cap); a larger one fails with gRPC's RESOURCE_EXHAUSTED, and "
+        "tfgate, which sees the call end without its message, audits it as "
+        "malformed-request.")
     max_calls: int = Field(
-        4096, ge=1, le=1_000_000, description="Calls in flight per process; gRPC refuses "
-        "more with RESOURCE_EXHAUSTED before tfgate sees them (not audited).")
+        4096, ge=1, le=1_000_000, description="Calls in flight per process, counted by "
+        "tfgate from their headers; more are refused with RESOURCE_EXHAUSTED (reason "
+        "overloaded).")
     max_connections: int = Field(
         1024, ge=1, description="Open client connections per process; more are closed at "
         "once by gRPC.")
