@@ -167,8 +167,25 @@ class TestTargetsOfMethodsWithoutThem:
 
     def test_versions_and_models_for_health(self, doc) -> None:
         rule = _rule(methods=["/grpc.health.v1.Health/*"], versions=[1])
-        assert _paths(_warnings(doc, rule)) == ["policy.rules[0].models",
+        assert _paths(_warnings(doc, rule)) == ["policy.rules[0].methods[0]",
+                                                "policy.rules[0].models",
                                                 "policy.rules[0].versions"]
+
+
+class TestHealthGrants:
+    """tfgate answers gRPC Health itself: a rule granting it is never consulted."""
+
+    @pytest.mark.parametrize("pattern", ["/grpc.health.v1.Health/*",
+                                         "/grpc.health.v1.Health/Check"])
+    def test_a_grant_of_health_alone_is_never_used(self, doc, pattern) -> None:
+        (warning,) = _warnings(doc, _rule(methods=["Predict", pattern], models=["*"]))
+        assert warning.path == "policy.rules[0].methods[1]"
+        assert "tfgate answers itself" in warning.message
+
+    def test_a_glob_spanning_health_and_more_is_not_warned(self, doc) -> None:
+        warnings = _warnings(doc, _rule(methods=["/*/*"], models=["*"]))
+        assert [w for w in warnings if "Health" in w.message] == []
+        assert warnings  # the admin-method warning still fires: the glob did resolve
 
     def test_targets_for_methods_that_have_them(self, doc) -> None:
         assert _warnings(doc, _rule(methods=["Predict", "GetModelStatus"], versions=[1],

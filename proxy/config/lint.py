@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from proxy.config import Config, Rule
 from proxy.families import Access, Method
+from proxy.families.serving import HEALTH_SERVICE
 from proxy.globs import compile_globs
 from proxy.routing import MethodTable
 
@@ -45,6 +46,7 @@ def lint(cfg: Config, methods: MethodTable | None = None) -> list[LintWarning]:
         found += _spiffe(rule, where)
         found += _listener(cfg, rule, where)
         found += _admin_globs(rule, table, where)
+        found += _health_grants(rule, table, where)
         found += _unused_targets(rule, _granted(rule, table), where)
     for i, route in enumerate(cfg.routes):
         found += _spaced(route.models, f"routes[{i}].models")
@@ -131,6 +133,20 @@ def _admin_globs(rule: Rule, table: MethodTable, where: str) -> Iterator[LintWar
             yield LintWarning(f"{where}.methods[{j}]", f"{pattern!r} does not grant the admin "
                               f"method(s) {', '.join(left_out)} (a glob never does); name them "
                               "if they are meant")
+
+
+def _health_grants(rule: Rule, table: MethodTable, where: str) -> Iterator[LintWarning]:
+    """A method pattern that grants only gRPC Health: tfgate answers Health itself,
+    before admission, so no rule is ever consulted for it (docs/operations.md#health)."""
+    for j, pattern in enumerate(rule.methods):
+        try:
+            paths = table.resolve(pattern)
+        except ValueError:
+            continue  # an error the policy compiler reports
+        if paths and all(p.startswith(HEALTH_SERVICE) for p in paths):
+            yield LintWarning(f"{where}.methods[{j}]", f"{pattern!r} grants only gRPC Health, "
+                              "which tfgate answers itself without credentials or a rule: "
+                              "this grant is never used")
 
 
 def _unused_targets(rule: Rule, granted: list[Method], where: str) -> Iterator[LintWarning]:

@@ -14,7 +14,7 @@ from proxy.inspect import serving
 
 _PREDICTION = "/tensorflow.serving.PredictionService/"
 _MODEL = "/tensorflow.serving.ModelService/"
-_HEALTH = "/grpc.health.v1.Health/"
+HEALTH_SERVICE = "/grpc.health.v1.Health/"  # answered by tfgate itself (health.py)
 
 
 def visible_signatures(target: ModelTarget, grants: Grants) -> Callable[[str], bool]:
@@ -59,8 +59,8 @@ SERVING: Family = family("serving", (
            respond=_visible_versions),
     Method(_MODEL + "HandleReloadConfigRequest", Access.ADMIN, Kind.UNARY_UNARY,
            serving.reload),
-    Method(_HEALTH + "Check", Access.INFRA, Kind.UNARY_UNARY, serving.health),
-    Method(_HEALTH + "Watch", Access.INFRA, Kind.UNARY_STREAM, serving.health),
+    Method(HEALTH_SERVICE + "Check", Access.INFRA, Kind.UNARY_UNARY, serving.health),
+    Method(HEALTH_SERVICE + "Watch", Access.INFRA, Kind.UNARY_STREAM, serving.health),
 ), always_denied=(
     # SessionService runs arbitrary graph tensors past signatures (docs/wire-facts.md).
     "/tensorflow.serving.SessionService/",
