@@ -87,6 +87,21 @@ def test_reload_outcomes_are_counted_and_reported(site, start) -> None:
     assert seen[1].config is not None and seen[1].config.policy.rules[0].models == ["n"]
 
 
+def second_call_refused_while_one_is_held(service, site, backend, named: str) -> None:
+    """A first call held at the backend; a second is RESOURCE_EXHAUSTED naming `named`."""
+    channel = fresh_channel(service.address, site.credentials())
+    held = channel.unary_unary(PREDICT).future(predict_bytes("m"), timeout=30,
+                                               metadata=[("x-block", "1")])
+    assert backend.entered.wait(30)
+    with pytest.raises(grpc.RpcError) as err:
+        predict(service.address, site.credentials())
+    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert named in (err.value.details() or "")
+    backend.release.set()
+    assert held.result(30).startswith(b"echo:")
+    channel.close()
+
+
 def test_listener_bounds_change_on_reload(site, backend, start) -> None:
     """listen.max_calls_per_peer is tfgate's own count, so a reload changes it: with 1,
     a second call from the same address is refused while the first is held."""
@@ -95,17 +110,7 @@ def test_listener_bounds_change_on_reload(site, backend, start) -> None:
     doc["listen"]["max_calls_per_peer"] = 1
     site.write_config(doc)
     assert service.reload() is True
-    channel = fresh_channel(service.address, site.credentials())
-    held = channel.unary_unary(PREDICT).future(predict_bytes("m"), timeout=30,
-                                               metadata=[("x-block", "1")])
-    assert backend.entered.wait(30)
-    with pytest.raises(grpc.RpcError) as err:
-        predict(service.address, site.credentials())
-    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "listen.max_calls_per_peer" in (err.value.details() or "")
-    backend.release.set()
-    assert held.result(30).startswith(b"echo:")
-    channel.close()
+    second_call_refused_while_one_is_held(service, site, backend, "listen.max_calls_per_peer")
 
 
 def test_max_calls_is_tfgates_own_refusal(site, backend, start) -> None:
@@ -115,17 +120,7 @@ def test_max_calls_is_tfgates_own_refusal(site, backend, start) -> None:
     doc = site.config(watch=None)
     doc["listen"]["max_calls"] = 1
     service = start(doc)
-    channel = fresh_channel(service.address, site.credentials())
-    held = channel.unary_unary(PREDICT).future(predict_bytes("m"), timeout=30,
-                                               metadata=[("x-block", "1")])
-    assert backend.entered.wait(30)
-    with pytest.raises(grpc.RpcError) as err:
-        predict(service.address, site.credentials())
-    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "(listen.max_calls)" in (err.value.details() or "")
-    backend.release.set()
-    assert held.result(30).startswith(b"echo:")
-    channel.close()
+    second_call_refused_while_one_is_held(service, site, backend, "(listen.max_calls)")
     wait_until(lambda: service.runtime.in_flight() == 0, "the held call to end")
     assert service.runtime.state.shared.outcomes.snapshot().get("overloaded") == 1
 
