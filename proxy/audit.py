@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from proxy.call import Call
-from proxy.errors import Code
+from proxy.call import Call, ModelTarget
+from proxy.errors import Code, Reason
 from proxy.shadow import audit_field
 
 
@@ -35,22 +35,32 @@ def open_sink(output: str) -> IO[str]:
 # to this many characters; the event then also carries `<field>_len`, the original length.
 MAX_FIELD_CHARS = 256
 _CALLER_TEXT = ("method", "principal", "peer", "model", "version", "signature", "detail")
+# An enum's .name and .value are properties, looked up on every use: once here instead.
+_DECISION_REASON = {r: ("allow" if r.forwarded else "deny", r.value) for r in Reason}
+_STATUS_NAME = {c: c.name for c in Code}
+
+
+def _signatures(targets: tuple[ModelTarget, ...]) -> str | None:
+    if len(targets) == 1:
+        return targets[0].signature or None
+    return ",".join(t.signature for t in targets if t.signature) or None
 
 
 def event_fields(call: Call) -> dict[str, Any]:
     targets = call.facts.targets if call.facts else ()
     first = targets[0] if targets else None
+    decision, reason = _DECISION_REASON[call.reason]
     fields: dict[str, Any] = {
         "method": call.method,
         "principal": call.principal.display() if call.principal else None,
         "peer": call.peer,
         "model": first.name if first else None,
         "version": first.version_text() if first else None,
-        "signature": ",".join(t.signature for t in targets if t.signature) or None,
-        "decision": "allow" if call.reason.forwarded else "deny",
-        "reason": call.reason.value,
+        "signature": _signatures(targets),
+        "decision": decision,
+        "reason": reason,
         "rule": call.rule,
-        "status": call.code.name,
+        "status": _STATUS_NAME[call.code],
         "latency_ms": round(call.latency_ms(), 3),
         "bytes_in": call.bytes_in,
         "bytes_out": call.bytes_out,
@@ -151,7 +161,8 @@ class AuditLog:
         sink = sys.stdout if self._stdout else self._sink
         with self._lock:
             sink.write(line)
-            sink.flush()
+            if not getattr(sink, "line_buffering", False):  # a line-buffered file is flushed
+                sink.flush()
 
     def _report_suppressed(self, *, force: bool = False) -> None:
         summary = self._strangers.summary(force=force)
