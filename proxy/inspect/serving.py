@@ -30,22 +30,24 @@ def _parse(cls: type[_message.Message], data: bytes) -> _message.Message:
 
 def _target(spec: serving_pb2.ModelSpec, where: str, *, signature: bool) -> ModelTarget:
     reject_unknown_fields(spec, where)
-    if not spec.name:
+    # Each field read once: every attribute access on a message is a lookup by name.
+    name, label_text, signature_name = spec.name, spec.version_label, spec.signature_name
+    if not name:
         raise malformed(f"{where}.name is empty")
-    for key in ("name", "version_label", "signature_name"):
-        if len(getattr(spec, key)) > MAX_NAME_CHARS:
+    for key, text in (("name", name), ("version_label", label_text),
+                      ("signature_name", signature_name)):
+        if len(text) > MAX_NAME_CHARS:
             raise malformed(f"{where}.{key} is longer than {MAX_NAME_CHARS} characters")
     choice = spec.WhichOneof("version_choice")
-    version = spec.version.value if choice == "version" else None
+    version = label = None
     if choice == "version":
-        reject_unknown_fields(spec.version, f"{where}.version")
-    label = spec.version_label if choice == "version_label" else None
-    return ModelTarget(
-        name=spec.name,
-        version=version,
-        label=label,
-        signature=(spec.signature_name or DEFAULT_SIGNATURE) if signature else None,
-    )
+        wrapper = spec.version
+        reject_unknown_fields(wrapper, lambda: f"{where}.version")
+        version = wrapper.value
+    elif choice == "version_label":
+        label = label_text
+    return ModelTarget(name, version, label,
+                       (signature_name or DEFAULT_SIGNATURE) if signature else None)
 
 
 def _spec_target(msg: _message.Message, *, signature: bool) -> ModelTarget:
