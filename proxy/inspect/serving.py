@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from google.protobuf import message as _message
+from google.protobuf.descriptor import Descriptor
 
 from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget
 from proxy.errors import malformed
@@ -18,13 +21,22 @@ MAX_NAME_CHARS = 1024
 MAX_TASKS = 64
 
 
+# A message class's parse function, descriptor and name, looked up once: each is an
+# attribute of upb's message metaclass, whose lookup searches the descriptor first.
+_PARSERS: dict[type[_message.Message], tuple[Callable[[bytes], _message.Message], Descriptor, str]] = {}
+
+
 def _parse(cls: type[_message.Message], data: bytes) -> _message.Message:
-    check_field_count(data, cls.DESCRIPTOR)
+    found = _PARSERS.get(cls)
+    if found is None:
+        found = _PARSERS[cls] = cls.FromString, cls.DESCRIPTOR, cls.__name__
+    from_string, descriptor, name = found
+    check_field_count(data, descriptor)
     try:
-        msg = cls.FromString(data)
+        msg = from_string(data)
     except _message.DecodeError:
-        raise malformed(f"request is not a valid {cls.__name__}") from None
-    reject_unknown_fields(msg, cls.__name__)
+        raise malformed(f"request is not a valid {name}") from None
+    reject_unknown_fields(msg, name)
     return msg
 
 
