@@ -7,7 +7,7 @@ streams, TLS + JWT through tfgate with the bench's full config), repeated: each 
 measures `bare_aio` (bench/bare.py --tls --aio: the same data plane, no checks) and then
 tfgate, so the ratio is read within a round on a box whose load moves. `--against PATH`
 adds a tfgate from another checkout (say main's) to every round, for before/after in
-one run. `--profile DIR` then runs one more saturation under `py-spy record` (it must
+one run; every other round runs in reverse order. `--profile DIR` then runs one more saturation under `py-spy record` (it must
 be installed: `pip install py-spy`; not a dependency of the project) and writes the
 profile (speedscope JSON) and a table of the functions with the most self time.
 
@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[float]] = {name: [] for name in names}
     try:
         for r in range(args.rounds):
-            for name in names:
+            # Every other round in reverse order: whatever runs later in a round (a warmer
+            # backend, a busier box) favours neither side of a ratio.
+            for name in (names if r % 2 == 0 else names[::-1]):
                 if name == "bare_aio":
                     svc = Service("bare_aio", ["-m", "bench.bare", "--upstream", backend.address,
                                                *tls], out, cpu=proxy_cpu)
