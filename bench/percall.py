@@ -7,9 +7,10 @@ streams, TLS + JWT through tfgate with the bench's full config), repeated: each 
 measures `bare_aio` (bench/bare.py --tls --aio: the same data plane, no checks) and then
 tfgate, so the ratio is read within a round on a box whose load moves. `--against PATH`
 adds a tfgate from another checkout (say main's) to every round, for before/after in
-one run; every other round runs in reverse order. `--profile DIR` then runs one more saturation under `py-spy record` (it must
-be installed: `pip install py-spy`; not a dependency of the project) and writes the
-profile (speedscope JSON) and a table of the functions with the most self time.
+one run; every other round runs in reverse order. `--profile DIR` then runs one more
+saturation under `py-spy record` (it must be installed: `pip install py-spy`; not a
+dependency of the project) and writes the profile (speedscope JSON) and a table of the
+event loop thread's functions with the most self time.
 
 Layout as `python -m bench --layout pinned`: the measured process alone on the second
 CPU, backend and h2load on the first. Every response is checked by its bytes (h2load's
@@ -196,6 +197,8 @@ def _report(results: dict[str, list[float]],
     if results["tfgate"]:
         print(f"tfgate / bare_aio within a round: ×{min(ratios):.2f}–×{max(ratios):.2f}")
     if results.get("against"):
+        base = [a / b for a, b in zip(results["against"], results["bare_aio"], strict=True)]
+        print(f"against / bare_aio within a round: ×{min(base):.2f}–×{max(base):.2f}")
         rel = [t / a for t, a in zip(results["tfgate"], results["against"], strict=True)]
         print(f"tfgate / against within a round: ×{min(rel):.2f}–×{max(rel):.2f}")
     if table:
