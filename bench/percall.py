@@ -62,10 +62,29 @@ def _saturate(env: benv.Env, svc: Service, seconds: float) -> float:
 
 
 def _tfgate(env: benv.Env, backend: Service, cpu: int | None, name: str,
-            repo: pathlib.Path | None) -> Service:
+            repo: pathlib.Path | None, stages: pathlib.Path | None = None) -> Service:
+    """`stages`: serve through bench/stagecpu.py (this checkout's, whatever `repo`),
+    which writes the stages' thread CPU there when the process exits."""
     cfg = benv.proxy_config(env, backend.address, benv.free_port(), mtls=False)
-    argv = ["-m", "proxy.cli", "serve", "--config", str(benv.write_config(env, cfg, name))]
+    entry = ["-m", "proxy.cli"] if stages is None else [
+        str(pathlib.Path(__file__).with_name("stagecpu.py")), str(stages)]
+    argv = [*entry, "serve", "--config", str(benv.write_config(env, cfg, name))]
     return Service(name, argv, env.dir, cpu=cpu, repo=repo)
+
+
+def _stages(env: benv.Env, backend: Service, cpu: int | None, seconds: float,
+            repos: dict[str, pathlib.Path | None]) -> dict[str, str]:
+    """Each checkout's table of stage CPU under one saturation run."""
+    tables = {}
+    for name, repo in repos.items():
+        out = env.dir / f"stages-{name}.txt"
+        svc = _tfgate(env, backend, cpu, f"tfgate-stages-{name}", repo, out)
+        try:
+            _saturate(env, svc, seconds)
+        finally:
+            svc.stop()
+        tables[name] = out.read_text() if out.exists() else "(no table written)\n"
+    return tables
 
 
 def _self_time(profile: pathlib.Path, top: int,
@@ -134,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="another checkout whose tfgate is measured in every round too")
     parser.add_argument("--profile", type=pathlib.Path,
                         help="then profile this checkout's tfgate with py-spy into this directory")
+    parser.add_argument("--stages", action="store_true",
+                        help="then one saturation per checkout through bench/stagecpu.py: "
+                             "thread CPU per synchronous stage of a call")
     parser.add_argument("--native", action="store_true",
                         help="py-spy --native: C frames too (grpc core, upb), much slower sampling")
     parser.add_argument("--top", type=int, default=40, help="rows of the self-time table")
@@ -170,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             row = "  ".join(f"{n} {results[n][-1]:,.0f}" for n in names)
             ratio = results["tfgate"][-1] / results["bare_aio"][-1]
             log(f"round {r + 1}: CPU µs/call {row}; tfgate/bare_aio ×{ratio:.2f}")
+        tables = {}
+        if args.stages:
+            repos = {"tfgate": None, **({"against": args.against.resolve()} if args.against else {})}
+            tables = _stages(env, backend, proxy_cpu, args.seconds, repos)
         table = None
         if args.profile:
             svc = _tfgate(env, backend, proxy_cpu, "tfgate-profiled", None)
@@ -180,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         backend.stop()
     _report(results, table)
+    for name, text in tables.items():
+        print(f"\nthread CPU per stage, {name} (bench/stagecpu.py):\n{text}", end="")
     return 0
 
 
