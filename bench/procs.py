@@ -30,16 +30,19 @@ class Service:
     """A child process that writes its address to a ready file once serving."""
 
     def __init__(self, name: str, argv: Sequence[str], workdir: pathlib.Path,
-                 cpu: int | None = None, timeout_s: float = 60.0) -> None:
+                 cpu: int | None = None, timeout_s: float = 60.0,
+                 repo: pathlib.Path | None = None) -> None:
+        """`repo`: the checkout whose code the child runs (default: this one)."""
         self.name = name
+        repo = repo or REPO
         ready = workdir / f"{name}.ready"
         ready.unlink(missing_ok=True)
         self.log_path = workdir / f"{name}.log"
         self._log = self.log_path.open("wb")
-        env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {**os.environ, "PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.popen = subprocess.Popen(
             [*pin_prefix(cpu), sys.executable, *argv, "--ready-file", str(ready)],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=repo, env=env)
         deadline = time.monotonic() + timeout_s
         while not ready.exists() or not ready.read_text().endswith("\n"):
             if self.popen.poll() is not None:

@@ -10,15 +10,16 @@ rest are summed into one `audit_suppressed` event per second at most.
 from __future__ import annotations
 
 import collections
+import datetime
+import json
 import sys
+import threading
 import time
 from collections.abc import Callable
-from typing import IO, Any, TextIO, cast
+from typing import IO, Any
 
-import structlog
-
-from proxy.call import Call
-from proxy.errors import Code
+from proxy.call import Call, ModelTarget
+from proxy.errors import Code, Reason
 from proxy.shadow import audit_field
 
 
@@ -34,22 +35,32 @@ def open_sink(output: str) -> IO[str]:
 # to this many characters; the event then also carries `<field>_len`, the original length.
 MAX_FIELD_CHARS = 256
 _CALLER_TEXT = ("method", "principal", "peer", "model", "version", "signature", "detail")
+# An enum's .name and .value are properties, looked up on every use: once here instead.
+_DECISION_REASON = {r: ("allow" if r.forwarded else "deny", r.value) for r in Reason}
+_STATUS_NAME = {c: c.name for c in Code}
+
+
+def _signatures(targets: tuple[ModelTarget, ...]) -> str | None:
+    if len(targets) == 1:
+        return targets[0].signature or None
+    return ",".join(t.signature for t in targets if t.signature) or None
 
 
 def event_fields(call: Call) -> dict[str, Any]:
     targets = call.facts.targets if call.facts else ()
     first = targets[0] if targets else None
+    decision, reason = _DECISION_REASON[call.reason]
     fields: dict[str, Any] = {
         "method": call.method,
         "principal": call.principal.display() if call.principal else None,
         "peer": call.peer,
         "model": first.name if first else None,
         "version": first.version_text() if first else None,
-        "signature": ",".join(t.signature for t in targets if t.signature) or None,
-        "decision": "allow" if call.reason.forwarded else "deny",
-        "reason": call.reason.value,
+        "signature": _signatures(targets),
+        "decision": decision,
+        "reason": reason,
         "rule": call.rule,
-        "status": call.code.name,
+        "status": _STATUS_NAME[call.code],
         "latency_ms": round(call.latency_ms(), 3),
         "bytes_in": call.bytes_in,
         "bytes_out": call.bytes_out,
@@ -105,20 +116,33 @@ class StrangerBudget:
         return fields
 
 
+def utc_stamp() -> str:
+    """The event's `timestamp`: ISO 8601 in UTC with a `Z` (microseconds unless zero)."""
+    return datetime.datetime.now(tz=datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+# One encoder, built once: `json.dumps` with any argument builds a new one per call. Its
+# settings are json.dumps' defaults (", " and ": " separators, ASCII only, the repr of a
+# value JSON has no form for): the form the audit stream has always had (structlog's
+# JSONRenderer wrote it before, tests/test_audit_format.py compares the two).
+_ENCODER = json.JSONEncoder(default=repr)
+
+
 class AuditLog:
-    """Writes audit events to a sink; `emit` never raises into the data path."""
+    """Writes audit events to a sink; `emit` never raises into the data path. One event
+    is one line: the fields in order, then `event` (`call` or `audit_suppressed`) and
+    `timestamp`. Written here rather than through a logging library: the audit stream
+    must not follow the operational log's level (a `logging.level: warning` would drop
+    every event), and a call pays for its line only (~3× less than a processor chain)."""
 
     def __init__(self, sink: IO[str], unauthenticated_per_s: float = 100,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 stamp: Callable[[], str] = utc_stamp) -> None:
         self._sink = sink
+        self._stdout = sink is sys.stdout  # then the current one, as print() would
         self._strangers = StrangerBudget(unauthenticated_per_s, clock)
-        # `.bind()` once: `wrap_logger` returns a lazy proxy that would otherwise build
-        # a new bound logger on every call (~25 µs per call on the bench machine).
-        self._log = structlog.wrap_logger(
-            structlog.PrintLogger(cast(TextIO, sink)),
-            processors=[structlog.processors.TimeStamper(fmt="iso", utc=True),
-                        structlog.processors.JSONRenderer(sort_keys=False)],
-        ).bind()
+        self._stamp = stamp
+        self._lock = threading.Lock()  # the loop thread writes; close may come from another
 
     def emit(self, call: Call) -> None:
         try:
@@ -126,14 +150,24 @@ class AuditLog:
             if call.principal is None and not self._strangers.take():
                 self._strangers.suppressed[call.reason.value] += 1  # a closed set of keys
                 return
-            self._log.info("call", **event_fields(call))
+            self._write("call", event_fields(call))
         except Exception:  # noqa: BLE001 - a full disk must not fail the call
             pass
+
+    def _write(self, event: str, fields: dict[str, Any]) -> None:
+        fields["event"] = event
+        fields["timestamp"] = self._stamp()
+        line = _ENCODER.encode(fields) + "\n"
+        sink = sys.stdout if self._stdout else self._sink
+        with self._lock:
+            sink.write(line)
+            if not getattr(sink, "line_buffering", False):  # a line-buffered file is flushed
+                sink.flush()
 
     def _report_suppressed(self, *, force: bool = False) -> None:
         summary = self._strangers.summary(force=force)
         if summary is not None:
-            self._log.info("audit_suppressed", **summary)
+            self._write("audit_suppressed", summary)
 
     def close(self) -> None:
         try:

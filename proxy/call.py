@@ -32,6 +32,11 @@ class Principal:
     issuer: str | None = None
     scopes: frozenset[str] = frozenset()
     has_token: bool = False
+    # display() and limit_key(), rendered once per object: a principal is immutable, and
+    # the one a cached token or certificate yields is the same object call after call.
+    # Not fields of its value (no compare, no init): `replace` builds a fresh one.
+    _display: str | None = field(default=None, init=False, repr=False, compare=False)
+    _limit_key: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def merged(self, other: Principal) -> Principal:
         """Combine a certificate principal with a token principal."""
@@ -47,10 +52,12 @@ class Principal:
         """Who a caller is for concurrency and rate limits: the certificate identity when
         there is one (the same certificate with or without a token is one caller), else
         the token identity."""
-        if self.has_certificate:
-            return dataclasses.replace(self, subject=None, issuer=None, scopes=frozenset(),
-                                       has_token=False).display()
-        return self.display()
+        key = self._limit_key
+        if key is None:
+            key = self.display() if not self.has_certificate else dataclasses.replace(
+                self, subject=None, issuer=None, scopes=frozenset(), has_token=False).display()
+            object.__setattr__(self, "_limit_key", key)
+        return key
 
     def display(self) -> str:
         """A short, stable name for logs, limits and the identity header; never a secret.
@@ -58,6 +65,13 @@ class Principal:
         `sub` holding spaces or '#' cannot pass for a different caller, say one that also
         presented a token), which also makes the result printable ASCII: it goes into
         metadata as it is, never escaped again."""
+        shown = self._display
+        if shown is None:
+            shown = self._render()
+            object.__setattr__(self, "_display", shown)
+        return shown
+
+    def _render(self) -> str:
         parts = []
         if self.has_certificate:
             parts.append(_escape(self.spiffe_id) if self.spiffe_id else (

@@ -48,9 +48,13 @@ def grpc_status(code: Code) -> grpc.StatusCode:
     return GRPC_CODE[int(code)]
 
 
-def request_of(context: grpc.aio.ServicerContext, path: str) -> Request:
-    """What the transport knows when a call starts: metadata, certificate, deadline."""
-    pems = context.auth_context().get("x509_pem_cert")
+def request_of(context: grpc.aio.ServicerContext, path: str, *,
+               certificates: bool = True) -> Request:
+    """What the transport knows when a call starts: metadata, certificate, deadline.
+    `certificates`: whether the listener asks for client certificates at all; when it
+    does not (plaintext, `client_auth: none`) no peer can have presented one, and the
+    call's auth context (a dict gRPC builds on each call) is not asked for."""
+    pems = context.auth_context().get("x509_pem_cert") if certificates else None
     remaining = context.time_remaining()
     return Request(path, tuple(context.invocation_metadata() or ()),
                    next(iter(pems), None) if pems else None,
@@ -165,7 +169,8 @@ class _Boundary(CallScope):
     def start(self) -> Method:
         """The headers: the peer's share, then admission's start stage."""
         self.enter_peer()
-        self.request = request_of(self.context, self.call.method)
+        self.request = request_of(self.context, self.call.method,
+                                  certificates=self.runtime.client_auth == "require")
         return admission.start(self.state, self.call, self.request, self.lease)
 
     async def admit_unary(self) -> tuple[Method, admission.Admitted, forward.Upstream, bytes]:

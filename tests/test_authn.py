@@ -107,3 +107,42 @@ def test_display_cannot_be_forged_by_a_common_name():
                      has_token=True)
     assert forged.display() == "cn:x%20jwt:https://iss%23admin"
     assert forged.display() != real.display()
+
+
+def test_a_rendered_name_never_carries_over_to_a_merged_principal():
+    """display() and limit_key() are rendered once per principal object; the principal
+    merged with a token is a new value with its own name, the certificate part's limit
+    key stays the certificate's, and equal principals stay equal however they were used."""
+    from proxy.call import Principal
+
+    cert = Principal(spiffe_id="spiffe://example.org/a", has_certificate=True)
+    token = Principal(subject="alice", issuer="https://iss", has_token=True)
+    assert cert.display() == cert.limit_key() == "spiffe://example.org/a"
+    both = cert.merged(token)
+    assert both.display() == "spiffe://example.org/a jwt:https://iss#alice"
+    assert both.limit_key() == "spiffe://example.org/a"
+    assert token.limit_key() == token.display() == "jwt:https://iss#alice"
+    fresh = Principal(spiffe_id="spiffe://example.org/a", has_certificate=True)
+    assert fresh == cert and hash(fresh) == hash(cert) and repr(fresh) == repr(cert)
+
+
+def test_the_merged_principal_of_one_caller_is_kept_and_bounded() -> None:
+    """Certificate + token: the same caller gets the same merged principal back (its
+    name and limit key are rendered once), a different token a different one, and the
+    memo of merged principals stays within its entry bound."""
+    from proxy.authn import _MERGED_MAX
+    from proxy.call import Principal
+
+    authenticator = Authenticator(CertificateIdentities(), None)
+    cert = Principal(spiffe_id="spiffe://example.org/a", has_certificate=True)
+    alice = Principal(subject="alice", issuer="https://iss", has_token=True)
+    first = authenticator._merge(cert, alice)
+    assert authenticator._merge(cert, alice) is first
+    assert first == cert.merged(alice) and first.display().endswith("jwt:https://iss#alice")
+    bob = authenticator._merge(cert, Principal(subject="bob", issuer="https://iss",
+                                               has_token=True))
+    assert bob.subject == "bob" and bob.limit_key() == first.limit_key()
+    for i in range(_MERGED_MAX + 10):
+        authenticator._merge(cert, Principal(subject=f"s{i}", issuer="https://iss",
+                                             has_token=True))
+    assert len(authenticator._merged) <= _MERGED_MAX

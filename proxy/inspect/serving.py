@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from google.protobuf import message as _message
+from google.protobuf.descriptor import Descriptor
 
 from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget
 from proxy.errors import malformed
@@ -18,34 +21,45 @@ MAX_NAME_CHARS = 1024
 MAX_TASKS = 64
 
 
+# A message class's parse function, descriptor and name, looked up once: each is an
+# attribute of upb's message metaclass, whose lookup searches the descriptor first.
+_PARSERS: dict[type[_message.Message], tuple[Callable[[bytes], _message.Message], Descriptor, str]] = {}
+
+
 def _parse(cls: type[_message.Message], data: bytes) -> _message.Message:
-    check_field_count(data, cls.DESCRIPTOR)
+    found = _PARSERS.get(cls)
+    if found is None:
+        found = _PARSERS[cls] = cls.FromString, cls.DESCRIPTOR, cls.__name__
+    from_string, descriptor, name = found
+    check_field_count(data, descriptor)
     try:
-        msg = cls.FromString(data)
+        msg = from_string(data)
     except _message.DecodeError:
-        raise malformed(f"request is not a valid {cls.__name__}") from None
-    reject_unknown_fields(msg, cls.__name__)
+        raise malformed(f"request is not a valid {name}") from None
+    reject_unknown_fields(msg, name)
     return msg
 
 
 def _target(spec: serving_pb2.ModelSpec, where: str, *, signature: bool) -> ModelTarget:
     reject_unknown_fields(spec, where)
-    if not spec.name:
+    # Each field read once: every attribute access on a message is a lookup by name.
+    name, label_text, signature_name = spec.name, spec.version_label, spec.signature_name
+    if not name:
         raise malformed(f"{where}.name is empty")
-    for key in ("name", "version_label", "signature_name"):
-        if len(getattr(spec, key)) > MAX_NAME_CHARS:
+    for key, text in (("name", name), ("version_label", label_text),
+                      ("signature_name", signature_name)):
+        if len(text) > MAX_NAME_CHARS:
             raise malformed(f"{where}.{key} is longer than {MAX_NAME_CHARS} characters")
     choice = spec.WhichOneof("version_choice")
-    version = spec.version.value if choice == "version" else None
+    version = label = None
     if choice == "version":
-        reject_unknown_fields(spec.version, f"{where}.version")
-    label = spec.version_label if choice == "version_label" else None
-    return ModelTarget(
-        name=spec.name,
-        version=version,
-        label=label,
-        signature=(spec.signature_name or DEFAULT_SIGNATURE) if signature else None,
-    )
+        wrapper = spec.version
+        reject_unknown_fields(wrapper, lambda: f"{where}.version")
+        version = wrapper.value
+    elif choice == "version_label":
+        label = label_text
+    return ModelTarget(name, version, label,
+                       (signature_name or DEFAULT_SIGNATURE) if signature else None)
 
 
 def _spec_target(msg: _message.Message, *, signature: bool) -> ModelTarget:
