@@ -10,7 +10,10 @@ in plain decimal and the verb in lower case, so the server parses exactly what w
 Everything else is refused before the body is read: a target that is not printable ASCII
 or does not match is 404; a method other than GET and POST is 405; a version that does not
 fit int64, a name that is not UTF-8 or holds control characters, or a GET without a model
-name is 400, as ModelServer says for the same input.
+name is 400, as ModelServer says for the same input. A name or label `.` or `..` is 400
+too: forwarded, it would be a dot segment, which URL libraries and path-normalizing
+proxies remove, so `/labels/./metadata` would reach the server as the status path
+`/labels/metadata` (docs/wire-facts.md §6).
 """
 
 from __future__ import annotations
@@ -111,6 +114,8 @@ def _decoded(raw: str, what: str) -> str:
         raise malformed(f"{what} is not UTF-8 once percent-decoded") from None
     if _CONTROL.search(text):
         raise malformed(f"{what} holds control characters once percent-decoded")
+    if text in (".", ".."):  # forwarded as a dot segment, which URL code and proxies remove
+        raise malformed(f"{what} is a dot segment ('.' or '..') once percent-decoded")
     return text
 
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import aiohttp
 import grpc
 import grpc.aio
+import yarl
 
 from proxy import config, forward
 from proxy.errors import Code, ConfigError, Reason, Reject
@@ -89,7 +90,9 @@ class NativeUpstream:
         body = judged.body
         data = None if body is None else await offload(judged.size, canonical_body, body)
         out = headers if data is None else (*headers, ("content-type", canonical.CONTENT_TYPE))
-        url = self._base + judged.route.upstream_path()
+        # Sent as written (encoded=True): yarl would otherwise re-normalize the judged
+        # path (remove dot segments, decode %XX of unreserved characters).
+        url = yarl.URL(self._base + judged.route.upstream_path(), encoded=True)
         try:
             async with self._open().request(
                     "POST" if data is not None else "GET", url, data=data, headers=out,
