@@ -7,7 +7,9 @@ client. The CPU-heavy conversions (JSON out, protobuf in, JSON back) go through 
 
 - `NativeUpstream`: POST/GET the canonical path and body (canonical.py) to ModelServer's
   REST port; its status and body come back as sent (bounded by the upstream's
-  `max_message_bytes`). A connection failure or timeout is `upstream-unavailable`.
+  `max_message_bytes`). A connection failure or timeout is `upstream-unavailable`. The
+  path is sent as written and a redirect is never followed (relayed without its
+  `Location`, audited `upstream-status`): only the judged request reaches anyone.
 - `TranslatedUpstream`: the same request as gRPC bytes (translate_in.py) on the gRPC
   front's own channel to that upstream (`forward.Upstream`), the answer as ModelServer's
   JSON (translate_out.py); a gRPC error is `{"error": details}` with the HTTP status
@@ -94,9 +96,11 @@ class NativeUpstream:
         # path (remove dot segments, decode %XX of unreserved characters).
         url = yarl.URL(self._base + judged.route.upstream_path(), encoded=True)
         try:
+            # No redirects: following one would send the body, the headers and the
+            # identity header to a path (or host) that was never judged.
             async with self._open().request(
                     "POST" if data is not None else "GET", url, data=data, headers=out,
-                    ssl=self._ssl, server_hostname=self._server_name,
+                    allow_redirects=False, ssl=self._ssl, server_hostname=self._server_name,
                     timeout=aiohttp.ClientTimeout(total=timeout)) as r:
                 if r.content_length is not None and r.content_length > self._max:
                     raise _unavailable(f"upstream response of {r.content_length} bytes > "

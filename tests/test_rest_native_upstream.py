@@ -1,0 +1,94 @@
+"""REST native mode against a stub REST upstream (no TensorFlow): what tfgate sends is
+exactly the request it judged. A redirect from the upstream is not followed: following
+it would send the caller's body, headers and the identity header to a path (or a host)
+nobody judged. The stub records every request line it gets."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests import resthelp as rh
+from tests.conftest import base_config
+
+
+class RedirectingUpstream:
+    """Answers every request with a 307 to `/v1/models/secret:predict` (a path the
+    caller may not use), except that path itself, which answers 200; records paths."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                owner.paths.append(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                if self.path.startswith("/v1/models/secret"):
+                    body = json.dumps({"predictions": ["secret"]}).encode()
+                    self.send_response(200)
+                else:
+                    body = b'{"moved": true}'
+                    self.send_response(307)
+                    self.send_header("Location", "/v1/models/secret:predict")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def upstream() -> Iterator[RedirectingUpstream]:
+    stub = RedirectingUpstream()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture
+def front(pki, signing, upstream, raw_backend, tmp_path) -> Iterator[tuple[Any, Any]]:
+    audit = tmp_path / "audit.jsonl"
+
+    class Backend:  # rest_config's view of a backend: a gRPC and a REST address
+        address = raw_backend.address
+        rest_address = upstream.address
+
+    cfg = rh.rest_config(base_config(pki, signing, raw_backend.address), Backend, "native",
+                         audit)
+    with rh.running_service(cfg) as service:
+        yield service, audit
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("POST", rh.PREDICT_PATH, {"instances": [1.0]}),
+    ("GET", "/v1/models/half_plus_two/versions/1", None),
+])
+def test_an_upstream_redirect_is_not_followed(front, pki, upstream, method, path, body
+                                              ) -> None:
+    service, audit = front
+    with rh.client(pki, rh.rest_port(service)) as c:
+        r = c.request(method, path, json=body)
+    assert upstream.paths == [path]  # the judged path, and nothing else
+    assert r.status_code == 307 and "secret" not in r.text
+    assert "location" not in r.headers
+    (event,) = rh.audit_events(audit, 1)
+    assert (event["decision"], event["reason"], event["http_status"]) == (
+        "allow", "upstream-status", 307)  # allowed by policy; the upstream said no
