@@ -1,7 +1,15 @@
 """REST native mode against a stub REST upstream (no TensorFlow): what tfgate sends is
-exactly the request it judged. A redirect from the upstream is not followed: following
-it would send the caller's body, headers and the identity header to a path (or a host)
-nobody judged. The stub records every request line it gets."""
+exactly the request it judged, and nothing of one call carries over to another.
+
+- A redirect from the upstream is not followed: following it would send the caller's
+  body, headers and the identity header to a path (or a host) nobody judged.
+- A cookie the upstream (or a gateway in front of it) sets is not kept: one client
+  session serves every caller, so a kept cookie would travel with the next caller's
+  requests, whoever the cookie was issued to.
+- The upstream is asked for an uncompressed answer: tfgate relays and filters the bytes
+  it gets, and would otherwise pass on (or fail to read) gzip it never asked for.
+
+The stub records every request's path and headers."""
 
 from __future__ import annotations
 
@@ -23,16 +31,24 @@ class RedirectingUpstream:
 
     def __init__(self) -> None:
         self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 owner.paths.append(self.path)
+                owner.headers.append({k.lower(): v for k, v in self.headers.items()})
                 length = int(self.headers.get("Content-Length") or 0)
                 self.rfile.read(length)
                 if self.path.startswith("/v1/models/secret"):
                     body = json.dumps({"predictions": ["secret"]}).encode()
                     self.send_response(200)
+                elif self.path.startswith("/v1/models/half_plus_two/versions/2"):
+                    body = json.dumps({"predictions": [1.0]}).encode()
+                    self.send_response(200)
+                    who = owner.headers[-1].get("x-tfgate-principal", "")
+                    self.send_header("Set-Cookie", f"session={len(owner.paths)}; Path=/")
+                    self.send_header("X-Issued-To", who)
                 else:
                     body = b'{"moved": true}'
                     self.send_response(307)
@@ -69,7 +85,8 @@ def front(pki, signing, upstream, raw_backend, tmp_path) -> Iterator[tuple[Any, 
 
     class Backend:  # rest_config's view of a backend: a gRPC and a REST address
         address = raw_backend.address
-        rest_address = upstream.address
+        # a host name: cookie jars keep no cookies of IP addresses
+        rest_address = upstream.address.replace("127.0.0.1", "localhost")
 
     cfg = rh.rest_config(base_config(pki, signing, raw_backend.address), Backend, "native",
                          audit)
@@ -92,3 +109,20 @@ def test_an_upstream_redirect_is_not_followed(front, pki, upstream, method, path
     (event,) = rh.audit_events(audit, 1)
     assert (event["decision"], event["reason"], event["http_status"]) == (
         "allow", "upstream-status", 307)  # allowed by policy; the upstream said no
+
+
+def test_no_cookie_or_compression_carries_over_between_callers(front, pki, upstream
+                                                               ) -> None:
+    """alice's call gets a session cookie from the upstream; bob's next call (and
+    alice's own) must reach the upstream without it, and every call asks for identity
+    encoding."""
+    service, _ = front
+    for who in ("alice", "alice", "bob"):
+        with rh.client(pki, rh.rest_port(service), who) as c:
+            path = ("/v1/models/half_plus_two/versions/2:predict" if who == "alice"
+                    else "/v1/models/other_model/versions/2:predict")
+            r = c.post(path, json={"instances": [1.0]})
+        assert r.status_code in (200, 307), r.text
+        assert "set-cookie" not in r.headers
+    assert [h.get("cookie") for h in upstream.headers] == [None, None, None]
+    assert {h.get("accept-encoding") for h in upstream.headers} == {"identity"}

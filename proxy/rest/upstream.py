@@ -82,16 +82,22 @@ class NativeUpstream:
         if self._session is None:
             self._loop = asyncio.get_running_loop()
             # No connection cap here: calls in flight are capped by rest.max_calls and
-            # limits.concurrency; auto_decompress off: the body goes back as sent.
+            # limits.concurrency; auto_decompress off: the body goes back as sent. No
+            # cookie jar: this one session serves every caller, so a cookie the upstream
+            # set for one would travel with the next caller's requests.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+                connector=aiohttp.TCPConnector(limit=0), auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     async def send(self, judged: Judged, headers: Headers, timeout: float | None,
                    offload: Offload[bytes]) -> Reply:
         body = judged.body
         data = None if body is None else await offload(judged.size, canonical_body, body)
-        out = headers if data is None else (*headers, ("content-type", canonical.CONTENT_TYPE))
+        # identity: the answer is relayed and filtered as bytes (aiohttp asks for gzip)
+        out = (*headers, ("accept-encoding", "identity"))
+        if data is not None:
+            out += (("content-type", canonical.CONTENT_TYPE),)
         # Sent as written (encoded=True): yarl would otherwise re-normalize the judged
         # path (remove dot segments, decode %XX of unreserved characters).
         url = yarl.URL(self._base + judged.route.upstream_path(), encoded=True)
