@@ -6,6 +6,7 @@ exactly the request it judged, and nothing of one call carries over to another.
 - A cookie the upstream (or a gateway in front of it) sets is not kept: one client
   session serves every caller, so a kept cookie would travel with the next caller's
   requests, whoever the cookie was issued to.
+- A metadata answer is filtered whatever success status it comes with (203 too).
 - The upstream is asked for an uncompressed answer: tfgate relays and filters the bytes
   it gets, and would otherwise pass on (or fail to read) gzip it never asked for.
 
@@ -43,6 +44,11 @@ class RedirectingUpstream:
                 if self.path.startswith("/v1/models/secret"):
                     body = json.dumps({"predictions": ["secret"]}).encode()
                     self.send_response(200)
+                elif self.path == "/v1/models/half_plus_two/versions/2/metadata":
+                    body = json.dumps({"model_spec": {"name": "half_plus_two"}, "metadata": {
+                        "signature_def": {"signature_def": {"serving_default": {},
+                                                            "secret_sig": {}}}}}).encode()
+                    self.send_response(203)  # a success, but not 200
                 elif self.path.startswith("/v1/models/half_plus_two/versions/2"):
                     body = json.dumps({"predictions": [1.0]}).encode()
                     self.send_response(200)
@@ -126,3 +132,13 @@ def test_no_cookie_or_compression_carries_over_between_callers(front, pki, upstr
         assert "set-cookie" not in r.headers
     assert [h.get("cookie") for h in upstream.headers] == [None, None, None]
     assert {h.get("accept-encoding") for h in upstream.headers} == {"identity"}
+
+
+def test_every_success_status_is_filtered(front, pki, upstream) -> None:
+    """A metadata answer is filtered whatever 2xx it comes with: alice may call
+    serving_default, not secret_sig."""
+    service, _ = front
+    with rh.client(pki, rh.rest_port(service)) as c:
+        r = c.get("/v1/models/half_plus_two/versions/2/metadata")
+    assert r.status_code == 203, r.text
+    assert list(r.json()["metadata"]["signature_def"]["signature_def"]) == ["serving_default"]

@@ -168,7 +168,7 @@ class RestCall(CallScope):
         headers = upstream_headers(admitted.metadata, self.state.rest.mode == "translate")
         reply = await upstream.send(judged, headers, admitted.timeout, self.front.pool.run)
         self.release_held()
-        if reply.status == 200 and facts.targets:
+        if 200 <= reply.status < 300 and facts.targets:  # any success, not just 200
             reply = await self._visible(method, judged.route.verb, facts.targets[0], reply)
         self._record(reply)
         return reply
