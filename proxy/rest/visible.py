@@ -6,7 +6,7 @@ A metadata answer lists every signature of the model under
 every version under `model_version_status` (each `version` an int64 written as a string).
 Only what the caller's grants allow stays (the predicates are the serving family's, so
 both fronts hide the same things). The answer is the upstream's bytes when nothing is
-hidden, else the filtered document re-serialized. A 200 answer that is not shaped so is
+hidden, else the filtered document re-serialized. A 2xx answer that is not shaped so is
 refused (fail closed: it cannot be shown to hide nothing).
 
 Parsing and writing are pure and may run on the parse threads; `hide`, which asks the
