@@ -6,7 +6,8 @@ exactly the request it judged, and nothing of one call carries over to another.
 - A cookie the upstream (or a gateway in front of it) sets is not kept: one client
   session serves every caller, so a kept cookie would travel with the next caller's
   requests, whoever the cookie was issued to.
-- A metadata answer is filtered whatever success status it comes with (203 too).
+- A metadata answer is filtered whatever success status it comes with (203 too), and
+  one that holds a key twice is refused (JSON readers differ on which copy counts).
 - The upstream is asked for an uncompressed answer: tfgate relays and filters the bytes
   it gets, and would otherwise pass on (or fail to read) gzip it never asked for.
 
@@ -49,6 +50,12 @@ class RedirectingUpstream:
                         "signature_def": {"signature_def": {"serving_default": {},
                                                             "secret_sig": {}}}}}).encode()
                     self.send_response(203)  # a success, but not 200
+                elif self.path == "/v1/models/half_plus_two/versions/1/metadata":
+                    # the first copy lists secret_sig, the last (what json.loads keeps) not
+                    body = (b'{"metadata": {"signature_def": {"signature_def": {'
+                            b'"serving_default": {}, "secret_sig": {}}}}, "metadata": '
+                            b'{"signature_def": {"signature_def": {"serving_default": {}}}}}')
+                    self.send_response(200)
                 elif self.path.startswith("/v1/models/half_plus_two/versions/2"):
                     body = json.dumps({"predictions": [1.0]}).encode()
                     self.send_response(200)
@@ -142,3 +149,14 @@ def test_every_success_status_is_filtered(front, pki, upstream) -> None:
         r = c.get("/v1/models/half_plus_two/versions/2/metadata")
     assert r.status_code == 203, r.text
     assert list(r.json()["metadata"]["signature_def"]["signature_def"]) == ["serving_default"]
+
+
+def test_an_answer_with_a_key_twice_is_refused(front, pki, upstream) -> None:
+    """Nothing would be hidden from the copy Python keeps, so the upstream's bytes would
+    go out as they are, first copy (and its secret_sig) included."""
+    service, audit = front
+    with rh.client(pki, rh.rest_port(service)) as c:
+        r = c.get("/v1/models/half_plus_two/versions/1/metadata")
+    assert r.status_code == 500 and "secret_sig" not in r.text, r.text
+    (event,) = rh.audit_events(audit, 1)
+    assert event["reason"] == "upstream-status"
