@@ -37,8 +37,12 @@ def metadata(data: bytes, visible: Callable[[str], bool]) -> bytes:
     """Keep the signatures `visible(name)` allows in a GetModelMetadataResponse."""
     response: MetadataResponseView = _parse(MetadataResponseView, data)
     packed = response.metadata.get("signature_def")
-    if packed is None or packed.type_url != SIGNATURE_DEF_MAP:
+    if packed is None:
         return data
+    # Any readers (Unpack, Is) compare only the name after the last '/': so does this.
+    if packed.type_url.rpartition("/")[2] != SIGNATURE_DEF_MAP.rpartition("/")[2]:
+        raise Reject(Reason.UPSTREAM_STATUS, "upstream sent an unreadable response",
+                     detail=f"signature_def is packed as {packed.type_url[:128]!r}")
     signatures: SignatureDefMapView = _parse(SignatureDefMapView, packed.value)
     hidden = [name for name in signatures.signature_def if not visible(name)]
     if not hidden:

@@ -55,6 +55,23 @@ class TestMetadata:
             responses.metadata(b"\xff\xff\xff", lambda n: True)
         assert info.value.reason is Reason.UPSTREAM_STATUS
 
+    @pytest.mark.parametrize("type_url", ["example.org/tensorflow.serving.SignatureDefMap",
+                                          "/tensorflow.serving.SignatureDefMap"])
+    def test_any_prefix_of_the_type_url_is_filtered(self, type_url: str) -> None:
+        """A client's Any.Unpack reads the map whatever precedes the last '/'."""
+        response = pb.GetModelMetadataResponse.FromString(_metadata("a", "b"))
+        response.metadata["signature_def"].type_url = type_url
+        kept = responses.metadata(response.SerializeToString(), lambda n: n != "b")
+        assert _names(kept) == {"a"}
+
+    def test_signature_def_of_another_type_is_refused(self) -> None:
+        """It cannot be shown to hide nothing, so it is not relayed."""
+        response = pb.GetModelMetadataResponse.FromString(_metadata("a"))
+        response.metadata["signature_def"].type_url = "type.googleapis.com/x.Other"
+        with pytest.raises(Reject) as info:
+            responses.metadata(response.SerializeToString(), lambda n: True)
+        assert info.value.reason is Reason.UPSTREAM_STATUS
+
 
 class TestStatus:
     def _status(self, *versions: int) -> bytes:
