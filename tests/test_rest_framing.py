@@ -133,3 +133,21 @@ def test_chunked_trailers_are_no_headers(start, pki, signing, rest_backend, trai
     (event,) = rh.audit_events(audit, 1)
     assert event["reason"] == "no-credentials"
     assert rest_backend.records() == []
+
+
+@pytest.mark.parametrize("second", ["authorization: Bearer {token}", "AUTHORIZATION: Bearer x",
+                                    "Authorization: Basic YTpi"])
+def test_two_authorization_headers_in_any_spelling(start, pki, signing, rest_backend,
+                                                   second) -> None:
+    """HTTP/1.1 names are case-insensitive: `Authorization` and `authorization` are two
+    copies of one header, ambiguous whichever a server would read, so refused (401)."""
+    service, audit = start(client_auth="none")
+    good = token(signing)
+    with rh.raw_tls(pki, rh.rest_port(service)) as sock:
+        sock.sendall(sized("/v1/models/half_plus_two/versions/1:predict", BODY,
+                           f"Authorization: Bearer {good}", second.format(token=good)))
+        codes = responses(sock)
+    assert codes == [401]
+    (event,) = rh.audit_events(audit, 1)
+    assert event["reason"] == "multiple-tokens"
+    assert rest_backend.records() == []
