@@ -87,6 +87,23 @@ class TestStatus:
         got = pb.GetModelStatusResponse.FromString(kept)
         assert [(s.version, s.state) for s in got.model_version_status] == [(1, 30), (3, 30)]
 
+    @pytest.mark.parametrize(("states", "latest"), [
+        ((30, 30, 20), 2),   # 3 still LOADING: "latest" serves 2
+        ((30, 30, 50), 2),   # 3 unloaded (END)
+        ((30, 10, 0), 1),    # only 1 AVAILABLE
+        ((20, 20, 50), 3),   # none AVAILABLE: the highest listed
+    ])
+    def test_latest_is_the_highest_available(self, states, latest) -> None:
+        """A caller granted only `latest` sees the version a request without one is
+        served by, not a newer one it could never call."""
+        response = pb.GetModelStatusResponse()
+        for version, state in zip((1, 2, 3), states, strict=True):
+            entry = response.model_version_status.add()
+            entry.version, entry.state = version, state  # type: ignore[assignment]
+        kept = responses.status(response.SerializeToString(), lambda v, highest: highest)
+        got = pb.GetModelStatusResponse.FromString(kept)
+        assert [s.version for s in got.model_version_status] == [latest]
+
     def test_all_visible_returns_the_same_bytes(self) -> None:
         data = self._status(1, 2)
         assert responses.status(data, lambda v, h: True) is data

@@ -23,6 +23,7 @@ from proxy.call import ModelTarget
 from proxy.errors import Reason, Reject
 from proxy.families import Grants
 from proxy.families.serving import visible_signatures, visible_versions
+from proxy.responses import latest_version
 
 Hide = Callable[[Any], bool]  # drops what is not visible from a parsed answer; True if any
 
@@ -91,7 +92,8 @@ def _hide_versions(doc: Any, visible: Callable[[int, bool], bool]) -> bool:
         raise _unreadable("status") from None
     if not versions:
         return False
-    highest = max(versions)
+    highest = latest_version([(v, e.get("state") == "AVAILABLE")
+                              for v, e in zip(versions, entries, strict=True)])
     kept = [e for e, v in zip(entries, versions, strict=True) if visible(v, v == highest)]
     if len(kept) == len(entries):
         return False
