@@ -72,6 +72,8 @@ class TestPaths:
         ("GET", "/v1/models/m/labels/./metadata"), ("GET", "/v1/models/m/labels/%2e%2E"),
         ("GET", "/v1/models/../metadata"), ("POST", "/v1/models/%2E:predict"),
         ("POST", "/v1/models/m/labels/..:regress"),
+        ("GET", "/v1/models/team-a%2F..%2Fsecret/metadata"),   # `team-a/**` matches it
+        ("POST", "/v1/models/a%5C..%5Cb:predict"), ("GET", "/v1/models/m/labels/x%2F."),
     ])
     def test_bad_request(self, method, target) -> None:
         with pytest.raises(Reject) as info:
@@ -89,6 +91,7 @@ class TestPaths:
         ("/v1/models/m/labels/x%20y/metadata", "/v1/models/m/labels/x%20y/metadata"),
         ("/v1/models/m?x=1", "/v1/models/m%3Fx%3D1"),
         ("/v1/models/.../labels/..a/metadata", "/v1/models/.../labels/..a/metadata"),
+        ("/v1/models/a%2F..b/metadata", "/v1/models/a%2F..b/metadata"),
     ])
     def test_upstream_path_is_canonical(self, target, canonical) -> None:
         method = "POST" if ":" in target else "GET"
