@@ -107,3 +107,14 @@ class TestStatus:
     def test_all_visible_returns_the_same_bytes(self) -> None:
         data = self._status(1, 2)
         assert responses.status(data, lambda v, h: True) is data
+
+
+def test_rest_status_latest_is_the_highest_available() -> None:
+    """The REST front's filter of ModelServer's status JSON reads `latest` the same way."""
+    from proxy.rest import visible
+
+    doc = {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE"}, {"version": "2", "state": "AVAILABLE"},
+        {"version": "3", "state": "LOADING"}]}
+    assert visible._hide_versions(doc, lambda v, highest: highest)
+    assert doc["model_version_status"] == [{"version": "2", "state": "AVAILABLE"}]
