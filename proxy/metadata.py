@@ -2,7 +2,7 @@
 
 Never forwarded: credentials, connection-level headers, keys gRPC reserves for itself, the
 configured `identity.strip_metadata` keys, and any client copy of the identity key; each
-in any case and also in its `-bin` form. Then tfgate appends the verified principal under
+in any case, with `_` for `-`, and also in its `-bin` form. Then tfgate appends the verified principal under
 the identity key.
 """
 
@@ -20,8 +20,8 @@ __all__ = ["CREDENTIAL_KEYS", "HOP_BY_HOP_KEYS", "Metadata", "MetadataFilter", "
 
 class MetadataFilter:
     """Decides once per config which client metadata keys go upstream. Keys compare by
-    `metadata_base_key` (lowercase, `-bin` removed), on both sides: a strip entry
-    `X-Secret-Bin` drops `x-secret` and `x-secret-bin` alike."""
+    `metadata_base_key` (lowercase, `_` as `-`, `-bin` removed), on both sides: a strip
+    entry `X-Secret-Bin` drops `x-secret`, `x_secret` and `x-secret-bin` alike."""
 
     def __init__(self, identity: config.Identity) -> None:
         self._drop = CREDENTIAL_KEYS | HOP_BY_HOP_KEYS | {

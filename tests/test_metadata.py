@@ -79,6 +79,22 @@ class TestStripAndIdentityKeys:
                 ("X-PRINCIPAL-BIN", b"forged"), ("x-principal", "forged")]
         assert flt.upstream_metadata(sent, "spiffe://a/b") == (("x-principal", "spiffe://a/b"),)
 
+    def test_underscore_spellings_of_dropped_keys(self):
+        """An upstream behind a CGI/WSGI-style server (HTTP_X_PRINCIPAL) or a proxy that
+        folds `_` into `-` reads `x_principal` as `x-principal`: the forged copy must not
+        sit beside tfgate's value, and `proxy_authorization` is a credential."""
+        flt = MetadataFilter(Identity(forward_metadata_key="x-principal",
+                                      strip_metadata=["x-internal"]))
+        sent = [("x_principal", "forged"), ("X_Principal_Bin", b"forged"),
+                ("x_internal", "1"), ("proxy_authorization", "Basic x"),
+                ("transfer_encoding", "chunked"), ("x_kept", "yes")]
+        assert flt.upstream_metadata(sent, "p") == (("x_kept", "yes"), ("x-principal", "p"))
+
+    def test_an_underscore_identity_key_drops_the_dash_spelling(self):
+        flt = MetadataFilter(Identity(forward_metadata_key="x_principal"))
+        assert flt.upstream_metadata([("x-principal", "forged")], "p") == (
+            ("x_principal", "p"),)
+
     def test_reserved_keys_in_any_case(self):
         """`grpc-` and pseudo-header keys are gRPC's own, whatever their case."""
         flt = MetadataFilter(Identity())
@@ -122,6 +138,7 @@ class TestThroughTheProxy:
     """A real proxy in front of tests/rawbackend.py, which records every metadata entry."""
 
     SENT = (("x-tfgate-principal", "forged"), ("x-tfgate-principal-bin", b"forged"),
+            ("x_tfgate_principal", "forged"), ("x_tfgate-principal", "forged"),
             ("x-internal", "1"), ("x-internal-bin", b"1"), ("x-trace", "2"),
             ("x-trace-bin", b"2"), ("cookie", "session=1"), ("x-kept", "yes"),
             ("x-kept-bin", b"\x00\x01"))
@@ -139,7 +156,8 @@ class TestThroughTheProxy:
         assert call(predict_bytes("half_plus_two", 1), timeout=5,
                     metadata=metadata).startswith(b"echo:")
         (items,) = raw_backend.metadata_items
-        seen = [(k, v) for k, v in items if k.startswith(("x-", "cookie", "authorization"))]
+        seen = [(k, v) for k, v in items if k.startswith(("x-", "x_", "cookie",
+                                                          "authorization"))]
         assert seen == [("x-kept", "yes"), ("x-kept-bin", b"\x00\x01"),
                         ("x-tfgate-principal", f"{TEAM_A} jwt:{ISSUER}#svc-1")]
 

@@ -55,6 +55,23 @@ class TestMetadata:
             responses.metadata(b"\xff\xff\xff", lambda n: True)
         assert info.value.reason is Reason.UPSTREAM_STATUS
 
+    @pytest.mark.parametrize("type_url", ["example.org/tensorflow.serving.SignatureDefMap",
+                                          "/tensorflow.serving.SignatureDefMap"])
+    def test_any_prefix_of_the_type_url_is_filtered(self, type_url: str) -> None:
+        """A client's Any.Unpack reads the map whatever precedes the last '/'."""
+        response = pb.GetModelMetadataResponse.FromString(_metadata("a", "b"))
+        response.metadata["signature_def"].type_url = type_url
+        kept = responses.metadata(response.SerializeToString(), lambda n: n != "b")
+        assert _names(kept) == {"a"}
+
+    def test_signature_def_of_another_type_is_refused(self) -> None:
+        """It cannot be shown to hide nothing, so it is not relayed."""
+        response = pb.GetModelMetadataResponse.FromString(_metadata("a"))
+        response.metadata["signature_def"].type_url = "type.googleapis.com/x.Other"
+        with pytest.raises(Reject) as info:
+            responses.metadata(response.SerializeToString(), lambda n: True)
+        assert info.value.reason is Reason.UPSTREAM_STATUS
+
 
 class TestStatus:
     def _status(self, *versions: int) -> bytes:
@@ -70,6 +87,34 @@ class TestStatus:
         got = pb.GetModelStatusResponse.FromString(kept)
         assert [(s.version, s.state) for s in got.model_version_status] == [(1, 30), (3, 30)]
 
+    @pytest.mark.parametrize(("states", "latest"), [
+        ((30, 30, 20), 2),   # 3 still LOADING: "latest" serves 2
+        ((30, 30, 50), 2),   # 3 unloaded (END)
+        ((30, 10, 0), 1),    # only 1 AVAILABLE
+        ((20, 20, 50), 3),   # none AVAILABLE: the highest listed
+    ])
+    def test_latest_is_the_highest_available(self, states, latest) -> None:
+        """A caller granted only `latest` sees the version a request without one is
+        served by, not a newer one it could never call."""
+        response = pb.GetModelStatusResponse()
+        for version, state in zip((1, 2, 3), states, strict=True):
+            entry = response.model_version_status.add()
+            entry.version, entry.state = version, state  # type: ignore[assignment]
+        kept = responses.status(response.SerializeToString(), lambda v, highest: highest)
+        got = pb.GetModelStatusResponse.FromString(kept)
+        assert [s.version for s in got.model_version_status] == [latest]
+
     def test_all_visible_returns_the_same_bytes(self) -> None:
         data = self._status(1, 2)
         assert responses.status(data, lambda v, h: True) is data
+
+
+def test_rest_status_latest_is_the_highest_available() -> None:
+    """The REST front's filter of ModelServer's status JSON reads `latest` the same way."""
+    from proxy.rest import visible
+
+    doc = {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE"}, {"version": "2", "state": "AVAILABLE"},
+        {"version": "3", "state": "LOADING"}]}
+    assert visible._hide_versions(doc, lambda v, highest: highest)
+    assert doc["model_version_status"] == [{"version": "2", "state": "AVAILABLE"}]

@@ -68,6 +68,12 @@ class TestPaths:
         ("POST", "/v1/models/m/versions/9223372036854775808:predict"),
         ("POST", "/v1/models/%ff:predict"), ("POST", "/v1/models/a%00b:predict"),
         ("GET", "/v1/models/m/labels/%0a"),
+        # dot segments once decoded: forwarded, URL code and proxies would remove them
+        ("GET", "/v1/models/m/labels/./metadata"), ("GET", "/v1/models/m/labels/%2e%2E"),
+        ("GET", "/v1/models/../metadata"), ("POST", "/v1/models/%2E:predict"),
+        ("POST", "/v1/models/m/labels/..:regress"),
+        ("GET", "/v1/models/team-a%2F..%2Fsecret/metadata"),   # `team-a/**` matches it
+        ("POST", "/v1/models/a%5C..%5Cb:predict"), ("GET", "/v1/models/m/labels/x%2F."),
     ])
     def test_bad_request(self, method, target) -> None:
         with pytest.raises(Reject) as info:
@@ -84,6 +90,8 @@ class TestPaths:
         ("/V1/Models/a%2fb/Versions/0012:predict", "/v1/models/a%2Fb/versions/12:predict"),
         ("/v1/models/m/labels/x%20y/metadata", "/v1/models/m/labels/x%20y/metadata"),
         ("/v1/models/m?x=1", "/v1/models/m%3Fx%3D1"),
+        ("/v1/models/.../labels/..a/metadata", "/v1/models/.../labels/..a/metadata"),
+        ("/v1/models/a%2F..b/metadata", "/v1/models/a%2F..b/metadata"),
     ])
     def test_upstream_path_is_canonical(self, target, canonical) -> None:
         method = "POST" if ":" in target else "GET"

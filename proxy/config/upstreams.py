@@ -70,9 +70,12 @@ _KEY = re.compile(r"[0-9a-z_.-]+")
 
 
 def metadata_base_key(key: str) -> str:
-    """The key a metadata entry is compared by: lowercase, without `-bin` (gRPC's
-    marker of a binary value), so `X-Secret`, `x-secret` and `x-secret-bin` are one."""
-    return key.lower().removesuffix("-bin")
+    """The key a metadata entry is compared by: lowercase, `_` read as `-`, without
+    `-bin` (gRPC's marker of a binary value), so `X-Secret`, `x_secret` and
+    `x-secret-bin` are one. HTTP servers that map headers to CGI/WSGI names (and some
+    proxies) read `x_secret` as `x-secret`, so an upstream may too (docs/wire-facts.md
+    §4)."""
+    return key.lower().replace("_", "-").removesuffix("-bin")
 
 
 class Identity(Section):
@@ -80,11 +83,12 @@ class Identity(Section):
 
     forward_metadata_key: str | None = Field(
         None, description="Metadata key that carries the verified principal upstream; "
-        "any copy the client sent (in any case, or as `KEY-bin`) is dropped first. "
+        "any copy the client sent (in any case, with `_` for `-`, or as `KEY-bin`) is "
+        "dropped first. "
         "Lowercase, not `-bin`, not a credential, connection or `grpc-` key.")
     strip_metadata: list[str] = Field(
         default_factory=list, description="Extra client metadata keys never forwarded, "
-        "matched in any case and in their `-bin` form too.")
+        "matched in any case, with `_` for `-`, and in their `-bin` form too.")
 
     @pydantic.field_validator("forward_metadata_key")
     @classmethod

@@ -26,8 +26,9 @@ def visible_signatures(target: ModelTarget, grants: Grants) -> Callable[[str], b
 def visible_versions(target: ModelTarget, grants: Grants
                      ) -> Callable[[int, bool], bool] | None:
     """GetModelStatus without a version: whether the caller may ask about a version
-    (given whether it is the highest listed). None for a request naming a version or
-    label: the server answers that one version, already judged."""
+    (given whether it is the one "latest" serves, `responses.latest_version`). None for
+    a request naming a version or label: the server answers that one version, already
+    judged."""
     if target.version is not None or target.label is not None:
         return None
     def visible(version: int, highest: bool) -> bool:

@@ -168,7 +168,7 @@ class RestCall(CallScope):
         headers = upstream_headers(admitted.metadata, self.state.rest.mode == "translate")
         reply = await upstream.send(judged, headers, admitted.timeout, self.front.pool.run)
         self.release_held()
-        if reply.status == 200 and facts.targets:
+        if 200 <= reply.status < 300 and facts.targets:  # any success, not just 200
             reply = await self._visible(method, judged.route.verb, facts.targets[0], reply)
         self._record(reply)
         return reply
@@ -186,10 +186,11 @@ class RestCall(CallScope):
         return Reply(reply.status, await run(size, visible.dump, doc))
 
     def _record(self, reply: Reply) -> None:
-        """An upstream's own error status is the call's outcome, as gRPC's would be."""
+        """An upstream's own error status is the call's outcome, as gRPC's would be; so
+        is a redirect (ModelServer sends none, and it is never followed)."""
         call = self.call
         call.bytes_out, call.messages_out = len(reply.body), 1
-        if reply.status >= 400:
+        if reply.status >= 300:
             call.reason, call.code = Reason.UPSTREAM_STATUS, _CODE_FOR_HTTP.get(
                 reply.status, Code.UNKNOWN)
             call.detail = f"upstream: HTTP {reply.status}"

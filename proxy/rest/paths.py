@@ -10,7 +10,11 @@ in plain decimal and the verb in lower case, so the server parses exactly what w
 Everything else is refused before the body is read: a target that is not printable ASCII
 or does not match is 404; a method other than GET and POST is 405; a version that does not
 fit int64, a name that is not UTF-8 or holds control characters, or a GET without a model
-name is 400, as ModelServer says for the same input.
+name is 400, as ModelServer says for the same input. A name or label `.` or `..` is 400
+too: forwarded, it would be a dot segment, which URL libraries and path-normalizing
+proxies remove, so `/labels/./metadata` would reach the server as the status path
+`/labels/metadata` (docs/wire-facts.md §6); so is one holding such a segment between
+`/` or `\\` (`a%2F..%2Fsecret`, for proxies that also decode escaped slashes).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ _GET = re.compile(r"/v1/models(?:/([^/:]+))?" + _VERSION + r"(?:/(metadata))?", 
 _PRINTABLE = re.compile(r"[!-~]+", re.ASCII)
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SEPARATORS = re.compile(r"[/\\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +116,11 @@ def _decoded(raw: str, what: str) -> str:
         raise malformed(f"{what} is not UTF-8 once percent-decoded") from None
     if _CONTROL.search(text):
         raise malformed(f"{what} holds control characters once percent-decoded")
+    # Forwarded, `.` or `..` is a dot segment, which URL code and proxies remove; so is
+    # one between `%2F`s for a proxy that also decodes escaped slashes.
+    if any(part in (".", "..") for part in _SEPARATORS.split(text)):
+        raise malformed(f"{what} is or holds a dot segment ('.' or '..') once "
+                        "percent-decoded")
     return text
 
 

@@ -7,7 +7,9 @@ client. The CPU-heavy conversions (JSON out, protobuf in, JSON back) go through 
 
 - `NativeUpstream`: POST/GET the canonical path and body (canonical.py) to ModelServer's
   REST port; its status and body come back as sent (bounded by the upstream's
-  `max_message_bytes`). A connection failure or timeout is `upstream-unavailable`.
+  `max_message_bytes`). A connection failure or timeout is `upstream-unavailable`. The
+  path is sent as written and a redirect is never followed (relayed without its
+  `Location`, audited `upstream-status`): only the judged request reaches anyone.
 - `TranslatedUpstream`: the same request as gRPC bytes (translate_in.py) on the gRPC
   front's own channel to that upstream (`forward.Upstream`), the answer as ModelServer's
   JSON (translate_out.py); a gRPC error is `{"error": details}` with the HTTP status
@@ -26,6 +28,7 @@ from typing import Any, TypeVar
 import aiohttp
 import grpc
 import grpc.aio
+import yarl
 
 from proxy import config, forward
 from proxy.errors import Code, ConfigError, Reason, Reject
@@ -79,21 +82,31 @@ class NativeUpstream:
         if self._session is None:
             self._loop = asyncio.get_running_loop()
             # No connection cap here: calls in flight are capped by rest.max_calls and
-            # limits.concurrency; auto_decompress off: the body goes back as sent.
+            # limits.concurrency; auto_decompress off: the body goes back as sent. No
+            # cookie jar: this one session serves every caller, so a cookie the upstream
+            # set for one would travel with the next caller's requests.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+                connector=aiohttp.TCPConnector(limit=0), auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     async def send(self, judged: Judged, headers: Headers, timeout: float | None,
                    offload: Offload[bytes]) -> Reply:
         body = judged.body
         data = None if body is None else await offload(judged.size, canonical_body, body)
-        out = headers if data is None else (*headers, ("content-type", canonical.CONTENT_TYPE))
-        url = self._base + judged.route.upstream_path()
+        # identity: the answer is relayed and filtered as bytes (aiohttp asks for gzip)
+        out = (*headers, ("accept-encoding", "identity"))
+        if data is not None:
+            out += (("content-type", canonical.CONTENT_TYPE),)
+        # Sent as written (encoded=True): yarl would otherwise re-normalize the judged
+        # path (remove dot segments, decode %XX of unreserved characters).
+        url = yarl.URL(self._base + judged.route.upstream_path(), encoded=True)
         try:
+            # No redirects: following one would send the body, the headers and the
+            # identity header to a path (or host) that was never judged.
             async with self._open().request(
                     "POST" if data is not None else "GET", url, data=data, headers=out,
-                    ssl=self._ssl, server_hostname=self._server_name,
+                    allow_redirects=False, ssl=self._ssl, server_hostname=self._server_name,
                     timeout=aiohttp.ClientTimeout(total=timeout)) as r:
                 if r.content_length is not None and r.content_length > self._max:
                     raise _unavailable(f"upstream response of {r.content_length} bytes > "

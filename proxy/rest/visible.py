@@ -6,7 +6,7 @@ A metadata answer lists every signature of the model under
 every version under `model_version_status` (each `version` an int64 written as a string).
 Only what the caller's grants allow stays (the predicates are the serving family's, so
 both fronts hide the same things). The answer is the upstream's bytes when nothing is
-hidden, else the filtered document re-serialized. A 200 answer that is not shaped so is
+hidden, else the filtered document re-serialized. A 2xx answer that is not shaped so is
 refused (fail closed: it cannot be shown to hide nothing).
 
 Parsing and writing are pure and may run on the parse threads; `hide`, which asks the
@@ -23,6 +23,7 @@ from proxy.call import ModelTarget
 from proxy.errors import Reason, Reject
 from proxy.families import Grants
 from proxy.families.serving import visible_signatures, visible_versions
+from proxy.responses import latest_version
 
 Hide = Callable[[Any], bool]  # drops what is not visible from a parsed answer; True if any
 
@@ -32,9 +33,19 @@ def _unreadable(what: str) -> Reject:
                   detail=f"upstream REST {what} answer is not shaped as ModelServer's")
 
 
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # JSON readers differ on which copy wins: fail closed
+        raise ValueError("a key given twice")
+    return obj
+
+
 def parse(body: bytes) -> Any:
+    """The answer as JSON; a key twice in one object is unreadable: when nothing is
+    hidden the upstream's bytes go out, and a reader that takes the first copy would
+    see one this filter never looked at."""
     try:
-        return json.loads(body)
+        return json.loads(body, object_pairs_hook=_unique)
     except ValueError:
         raise _unreadable("GET") from None
 
@@ -81,7 +92,8 @@ def _hide_versions(doc: Any, visible: Callable[[int, bool], bool]) -> bool:
         raise _unreadable("status") from None
     if not versions:
         return False
-    highest = max(versions)
+    highest = latest_version([(v, e.get("state") == "AVAILABLE")
+                              for v, e in zip(versions, entries, strict=True)])
     kept = [e for e, v in zip(entries, versions, strict=True) if visible(v, v == highest)]
     if len(kept) == len(entries):
         return False
