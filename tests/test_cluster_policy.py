@@ -131,6 +131,26 @@ class TestAddressesUrlsSettings:
             P.graph([P.node("c", "Const")]), P.ConfigProto(cluster_def=deep)))
         assert "a.b.tf.test" in refused.message
 
+    @pytest.mark.parametrize("address", [
+        # TF dials "dns:///" + address: gRPC's URI parser drops from '#' or '?' on and
+        # decodes %XX, so these dial 127.0.0.1:9 and worker-x.evil.example:80 (TF 2.21).
+        "127%2E0%2E0%2E1%3A9#.tf.test:2222", "worker-x%2Eevil%2Eexample%3A80#.tf.test:2222",
+        "worker-a?.tf.test:2222", "worker-1.tf.test:02222", "worker-1.tf.test: 2222",
+        "worker-1.tf.test:2222:2222", "[fe80::1%eth0]:2222", "0177.0.0.1:2222",
+        "127.1:2222", "2130706433:2222", "/bns/worker/1",
+    ])
+    def test_only_a_plain_host_port_can_match(self, state: State, P: rq.Protos,
+                                              address: str) -> None:
+        """`worker-*.tf.test:2222` is one DNS label: URI syntax in it would dial elsewhere,
+        and so would other spellings of an IPv4 address."""
+        config = copy.deepcopy(CONFIG)
+        config["cluster"]["addresses"].append("**:2222")
+        client = Caller(state_for(config), CLIENT)
+        server_def = P.ServerDef(cluster=P.cluster({"worker": [address]}))
+        refused = client.refused(Reason.ADDRESS_NOT_ALLOWED, "CreateContext",
+                                 rq.create_context(1, server_def))
+        assert "is not a plain host:port" in refused.message
+
     def test_no_allowlist_refuses_every_address(self, P: rq.Protos) -> None:
         client = Caller(state_for(cluster={}), CLIENT)
         server_def = P.ServerDef(cluster=P.cluster({"worker": ["127.0.0.1:2222"]}))
