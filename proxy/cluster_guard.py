@@ -64,7 +64,7 @@ def _not_owned(handle: Handle) -> Reject:
                   "not created through tfgate by this caller")
 
 
-@dataclass
+@dataclass(slots=True)
 class Ticket:
     """What one checked request leaves for its response."""
 

@@ -151,6 +151,19 @@ class TestAddressesUrlsSettings:
                                  rq.create_context(1, server_def))
         assert "is not a plain host:port" in refused.message
 
+    def test_thread_counts_are_bounded(self, state: State, P: rq.Protos) -> None:
+        """A worker starts an eager context's inter-op pool with as many threads as
+        default_session_config asks for, all at once."""
+        client = Caller(state, CLIENT)
+        ok = P.ServerDef(default_session_config=P.ConfigProto(inter_op_parallelism_threads=64))
+        client.call("CreateContext", rq.create_context(1, ok))
+        huge = P.ServerDef(default_session_config=P.ConfigProto(
+            inter_op_parallelism_threads=2**31 - 1))
+        refused = client.refused(Reason.LIMIT_EXCEEDED, "CreateContext", rq.create_context(2, huge))
+        assert "inter_op_parallelism_threads" in refused.message
+        client.refused(Reason.LIMIT_EXCEEDED, "CreateSession", rq.create_session(
+            P.graph([P.node("c", "Const")]), P.ConfigProto(intra_op_parallelism_threads=10**6)))
+
     def test_no_allowlist_refuses_every_address(self, P: rq.Protos) -> None:
         client = Caller(state_for(cluster={}), CLIENT)
         server_def = P.ServerDef(cluster=P.cluster({"worker": ["127.0.0.1:2222"]}))
