@@ -139,8 +139,7 @@ class TestAddressesUrlsSettings:
         "worker-1.tf.test:2222:2222", "[fe80::1%eth0]:2222", "0177.0.0.1:2222",
         "127.1:2222", "2130706433:2222", "/bns/worker/1",
     ])
-    def test_only_a_plain_host_port_can_match(self, state: State, P: rq.Protos,
-                                              address: str) -> None:
+    def test_only_a_plain_host_port_can_match(self, P: rq.Protos, address: str) -> None:
         """`worker-*.tf.test:2222` is one DNS label: URI syntax in it would dial elsewhere,
         and so would other spellings of an IPv4 address."""
         config = copy.deepcopy(CONFIG)
