@@ -64,7 +64,7 @@ def _not_owned(handle: Handle) -> Reject:
                   "not created through tfgate by this caller")
 
 
-@dataclass
+@dataclass(slots=True)
 class Ticket:
     """What one checked request leaves for its response."""
 
@@ -160,8 +160,10 @@ class ClusterGuard:
             if kind == "session" and value == "":
                 if ticket.method in _OPEN_SESSION:
                     return
+                named = ("an empty session_handle" if handle.where == "session_handle"
+                         else handle.where)
                 raise Reject(Reason.HANDLE_NOT_OWNED, f"the worker's shared legacy session "
-                             f"(empty {handle.where}) cannot be bound to a caller")
+                             f"({named}) cannot be bound to a caller")
             key = (kind, value)
             self._must_be_free_or_own(ticket.owner, key, handle, missing_ok=handle.creates)
             if handle.creates:
@@ -180,6 +182,11 @@ class ClusterGuard:
                 ticket.claims.append((key, ticket.scope))
         elif kind == "function":
             ticket.removes.append(value)  # in the caller's own context: no one else's
+            return
+        elif kind == "master_task":
+            key = ("master_task", value)  # bound to the first master that names it
+            self._must_be_free_or_own(ticket.owner, key, handle, missing_ok=True)
+            ticket.claims.append((key, None))
             return
         else:
             return  # containers, collective keys, coordination: granted per method only

@@ -8,14 +8,15 @@ whether every fact passes, or which one failed and where it was found.
 - Ops: each op must be permitted by some granting rule (`OpRule`). The default denylist
   (`inspect/dangerous_ops.py`) holds for every rule; a rule's `lift` takes named ops off
   it for that rule only.
-- Addresses: every host:port a cluster definition names must match `cluster.addresses`
-  (the server would dial it).
+- Addresses: every host:port a cluster definition names must be a plain one (`plain_address`)
+  and match `cluster.addresses` (the server would dial it).
 - Debug URLs: always refused (they make the server write `file://` dumps or dial out).
 - Settings: refused unless a granting rule names them (`settings:`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,15 +80,51 @@ class Refusal:
     message: str
 
 
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?\Z")
+_OCTET = re.compile(r"(?:0|[1-9][0-9]{0,2})\Z")
+_PORT = re.compile(r"[1-9][0-9]{0,4}\Z")
+
+
+def _host_problem(host: str) -> str | None:
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return "not an IPv6 address in brackets"
+        return "an IPv6 zone" if "%" in host else None
+    labels = host.removesuffix(".").split(".")
+    if len(host) > 253 or not all(_LABEL.match(label) for label in labels):
+        return "not a DNS name or IPv4 address"
+    if labels[-1][0].isdigit() and not (
+            len(labels) == 4 and all(_OCTET.match(o) and int(o) < 256 for o in labels)):
+        # The resolver reads "010.1", "0x7f.1" or "2130706433" as IPv4 addresses in other
+        # spellings (octal, hex, fewer parts): only the dotted-decimal one is judged.
+        return "not a dotted-decimal IPv4 address"
+    return None
+
+
+def plain_address(address: str) -> str | None:
+    """Why `address` is not a plain host:port, or None. TF dials "dns:///" + address, and
+    gRPC reads that as a URI: '#' or '?' ends the host early and %XX decodes, so
+    "evil%2Eexample%3A80#.tf.test:2222" dials evil.example:80 while matching
+    "*.tf.test:2222" (docs/wire-facts.md). Only names, IPv4 and bracketed IPv6 addresses
+    with a decimal port pass."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not _PORT.match(port) or int(port) > 65535:
+        return "no decimal port 1-65535 after the last ':'"
+    return _host_problem(host)
+
+
 class Addresses:
     """`cluster.addresses`, compiled: `*` is one DNS label (or one byte group of an IPv4
-    address), `**` anything."""
+    address), `**` anything. Only a plain host:port can match."""
 
     def __init__(self, cfg: config.Cluster) -> None:
         self._allowed = _globs(cfg.addresses, "cluster.addresses", DNS_LABELS)
 
     def allows(self, address: str) -> bool:
-        return self._allowed is not None and self._allowed.fullmatch(address) is not None
+        return (self._allowed is not None and plain_address(address) is None
+                and self._allowed.fullmatch(address) is not None)
 
 
 def _op_message(op: str, where: str) -> str:
@@ -104,9 +141,12 @@ def judge(grants: Sequence[Grant], facts: ClusterFacts, addresses: Addresses
                        "is refused: it makes the server write files or dial out"), ()
     for address in facts.addresses:
         if not addresses.allows(address.address):
+            problem = plain_address(address.address)
+            why = (f"is not a plain host:port ({problem})" if problem
+                   else "is not in cluster.addresses")
             return Refusal(Reason.ADDRESS_NOT_ALLOWED, f"address {quote(address.address)} "
                            f"(job {quote(address.job)} task {address.task}, at "
-                           f"{address.where}) is not in cluster.addresses"), ()
+                           f"{address.where}) {why}"), ()
     used: dict[str, None] = {}
     for setting in facts.settings:
         grant = next((g for g in grants if setting.name in g.settings), None)

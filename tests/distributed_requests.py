@@ -146,8 +146,10 @@ def extend_session(handle: str, graph: Any) -> bytes:
 
 
 def register_graph(handle: str, graph: Any, debug_options: Any = None,
-                   config: Any = None) -> bytes:
-    out = ld(1, handle.encode()) + ld(2, graph)
+                   config: Any = None, *, in_session: bool = True) -> bytes:
+    """As a master sends it: `create_worker_session_called` set (field 6), so the worker
+    registers the graph in the named session, not its legacy one."""
+    out = ld(1, handle.encode()) + (vi(6, 1) if in_session else b"") + ld(2, graph)
     if debug_options is not None:
         out += ld(5, debug_options)
     return out + (ld(8, config) if config is not None else b"")
@@ -162,8 +164,10 @@ def make_callable(handle: str, callable_options: Any) -> bytes:
     return ld(1, handle.encode()) + ld(2, callable_options)
 
 
-def create_worker_session(handle: str, server_def: Any) -> bytes:
-    return ld(1, handle.encode()) + ld(2, server_def)
+def create_worker_session(handle: str, server_def: Any, master_task: str = "",
+                          incarnation: int = 0) -> bytes:
+    out = ld(1, handle.encode()) + ld(2, server_def)
+    return out + (ld(5, master_task.encode()) + vi(6, incarnation) if master_task else b"")
 
 
 def create_context(context_id: int, server_def: Any = None, clear: bool = False) -> bytes:

@@ -147,7 +147,8 @@ class TestHandles:
             who.call("CreateWorkerSession", rq.create_worker_session(session, P.ServerDef()))
             who.call("RegisterGraph", rq.register_graph(session, graph), answers=[answer])
         run = distributed_worker_pb2.RunGraphRequest(
-            session_handle="s1", graph_handle="0001", step_id=77).SerializeToString()
+            session_handle="s1", graph_handle="0001", step_id=77,
+            create_worker_session_called=True).SerializeToString()
         worker.call("RunGraph", run)
         intruder.refused(Reason.HANDLE_NOT_OWNED, "RunGraph", run)
         intruder.refused(Reason.HANDLE_NOT_OWNED, "RecvTensor", rq.vi(1, 77))  # worker's step
@@ -156,10 +157,36 @@ class TestHandles:
         intruder.call("RecvTensor", rq.vi(1, 77))
 
     def test_the_shared_legacy_session_is_refused(self, state: State, P: rq.Protos) -> None:
-        refused = Caller(state, WORKER).refused(Reason.HANDLE_NOT_OWNED, "RegisterGraph",
-                                                rq.register_graph("", P.graph([])))
+        worker = Caller(state, WORKER)
+        refused = worker.refused(Reason.HANDLE_NOT_OWNED, "RegisterGraph",
+                                 rq.register_graph("", P.graph([])))
         assert "legacy session" in refused.message
         Caller(state, CLIENT).call("ListDevices", b"")  # "" lists the cluster's devices
+        # Naming its own session without create_worker_session_called, a caller would
+        # reach the legacy session (TF's worker ignores the handle then), where graph
+        # handles are counters shared by every such caller.
+        worker.call("CreateWorkerSession", rq.create_worker_session("s1", P.ServerDef()))
+        refused = worker.refused(Reason.HANDLE_NOT_OWNED, "RegisterGraph", rq.register_graph(
+            "s1", P.graph([]), in_session=False))
+        assert "create_worker_session_called is false" in refused.message
+        for method, request in (("RunGraph", distributed_worker_pb2.RunGraphRequest(
+                session_handle="s1", graph_handle="0001", step_id=5)),
+                                ("DeregisterGraph", distributed_worker_pb2.DeregisterGraphRequest(
+                                    session_handle="s1", graph_handle="0001"))):
+            worker.refused(Reason.HANDLE_NOT_OWNED, method, request.SerializeToString())
+
+    def test_a_master_task_belongs_to_its_first_master(self, state: State, P: rq.Protos) -> None:
+        """A worker deletes every session of `master_task` created under another
+        incarnation: naming another master's task would delete its sessions."""
+        master, intruder = Caller(state, WORKER), Caller(state, "spiffe://tfgate.test/cluster/worker9")
+        chief = "/job:chief/replica:0/task:0"
+        master.call("CreateWorkerSession", rq.create_worker_session("s1", P.ServerDef(), chief, 1))
+        master.call("CreateWorkerSession", rq.create_worker_session("s2", P.ServerDef(), chief, 2))
+        refused = intruder.refused(Reason.HANDLE_NOT_OWNED, "CreateWorkerSession",
+                                   rq.create_worker_session("s3", P.ServerDef(), chief, 3))
+        assert "master_task" in refused.message
+        intruder.call("CreateWorkerSession", rq.create_worker_session(
+            "s4", P.ServerDef(), "/job:worker/replica:0/task:9", 1))
 
     def test_ownership_outlives_a_reload(self, state: State) -> None:
         ctx = context(Caller(state, CLIENT))

@@ -131,6 +131,38 @@ class TestAddressesUrlsSettings:
             P.graph([P.node("c", "Const")]), P.ConfigProto(cluster_def=deep)))
         assert "a.b.tf.test" in refused.message
 
+    @pytest.mark.parametrize("address", [
+        # TF dials "dns:///" + address: gRPC's URI parser drops from '#' or '?' on and
+        # decodes %XX, so these dial 127.0.0.1:9 and worker-x.evil.example:80 (TF 2.21).
+        "127%2E0%2E0%2E1%3A9#.tf.test:2222", "worker-x%2Eevil%2Eexample%3A80#.tf.test:2222",
+        "worker-a?.tf.test:2222", "worker-1.tf.test:02222", "worker-1.tf.test: 2222",
+        "worker-1.tf.test:2222:2222", "[fe80::1%eth0]:2222", "0177.0.0.1:2222",
+        "127.1:2222", "2130706433:2222", "/bns/worker/1",
+    ])
+    def test_only_a_plain_host_port_can_match(self, P: rq.Protos, address: str) -> None:
+        """`worker-*.tf.test:2222` is one DNS label: URI syntax in it would dial elsewhere,
+        and so would other spellings of an IPv4 address."""
+        config = copy.deepcopy(CONFIG)
+        config["cluster"]["addresses"].append("**:2222")
+        client = Caller(state_for(config), CLIENT)
+        server_def = P.ServerDef(cluster=P.cluster({"worker": [address]}))
+        refused = client.refused(Reason.ADDRESS_NOT_ALLOWED, "CreateContext",
+                                 rq.create_context(1, server_def))
+        assert "is not a plain host:port" in refused.message
+
+    def test_thread_counts_are_bounded(self, state: State, P: rq.Protos) -> None:
+        """A worker starts an eager context's inter-op pool with as many threads as
+        default_session_config asks for, all at once."""
+        client = Caller(state, CLIENT)
+        ok = P.ServerDef(default_session_config=P.ConfigProto(inter_op_parallelism_threads=64))
+        client.call("CreateContext", rq.create_context(1, ok))
+        huge = P.ServerDef(default_session_config=P.ConfigProto(
+            inter_op_parallelism_threads=2**31 - 1))
+        refused = client.refused(Reason.LIMIT_EXCEEDED, "CreateContext", rq.create_context(2, huge))
+        assert "inter_op_parallelism_threads" in refused.message
+        client.refused(Reason.LIMIT_EXCEEDED, "CreateSession", rq.create_session(
+            P.graph([P.node("c", "Const")]), P.ConfigProto(intra_op_parallelism_threads=10**6)))
+
     def test_no_allowlist_refuses_every_address(self, P: rq.Protos) -> None:
         client = Caller(state_for(cluster={}), CLIENT)
         server_def = P.ServerDef(cluster=P.cluster({"worker": ["127.0.0.1:2222"]}))

@@ -22,11 +22,13 @@ class TestCategories:
             assert category.ops and category.reason and "\n" not in category.reason
 
     def test_the_known_dangers_are_denied(self) -> None:
-        """The ops that read files, run Python, mmap files, dial out or dump are refused."""
+        """The ops that read files, run Python, mmap files, dial out, dump or carry code in an
+        attr (an MLIR module) are refused."""
         for op in ("ReadFile", "WriteFile", "MatchingFiles", "SaveV2", "PyFunc", "EagerPyFunc",
                    "PyFuncStateless", "ImmutableConst", "RpcCall", "RpcServer",
                    "DataServiceDatasetV4", "DebugIdentity", "DebugIdentityV3", "PrintV2",
-                   "Abort", "XlaCallModule", "DatasetFromGraph", "CollectiveReduceV2",
+                   "Abort", "XlaCallModule", "MlirPassthroughOp", "TPUCompile",
+                   "DatasetFromGraph", "CollectiveReduceV2",
                    "GetSessionHandle", "CreateSummaryFileWriter"):
             assert op in DEFAULT_DENYLIST, op
 

@@ -412,10 +412,13 @@ class TestCoordinationAndHandles:
         assert delete.handles[0].kind == "kv_dir"
 
     def test_worker_handles(self) -> None:
-        run = inspect("RunGraph", rq.ld(1, b"g1") + rq.vi(2, 77) + rq.ld(8, b"s1"))
+        run = inspect("RunGraph", rq.ld(1, b"g1") + rq.vi(2, 77) + rq.ld(8, b"s1") + rq.vi(10, 1))
         recv = inspect("RecvTensor", rq.vi(1, 77) + rq.ld(2, b"key"))
         assert [(h.kind, h.value, h.creates) for h in run.handles] == [
             ("session", "s1", False), ("graph", "g1", False), ("step", "77", True)]
+        # Without create_worker_session_called the worker runs its legacy session's graph.
+        legacy = inspect("RunGraph", rq.ld(1, b"g1") + rq.vi(2, 77) + rq.ld(8, b"s1"))
+        assert legacy.handles[0].value == ""
         assert recv.handles == (facts.Handle("step", "77", False, "step_id"),)
 
     def test_integer_handles_are_unsigned(self) -> None:

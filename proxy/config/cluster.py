@@ -103,7 +103,9 @@ class Cluster(Section):
         default_factory=list, description="host:port globs (`*` is one DNS label or "
         "address byte group, `**` anything) that a cluster definition in CreateContext, "
         "UpdateContext, CreateWorkerSession, CreateSession or RegisterGraph may name: the "
-        "server would dial each of them. Empty: every request naming an address is refused.")
+        "server would dial each of them. Only a plain host:port matches (a DNS name, "
+        "dotted-decimal IPv4 or bracketed IPv6 address, and a decimal port). Empty: every "
+        "request naming an address is refused.")
     handles: Handles = Field(default_factory=Handles, description="Handle ownership memory.")
     tensors: ClusterTensors = Field(default_factory=ClusterTensors,
                                     description="Decoded sizes of the tensors requests carry.")

@@ -64,7 +64,9 @@ CATEGORIES: tuple[Category, ...] = (
     Category("foreign-code", "run code that is not a TF graph: serialized StableHLO, custom "
              "calls, compiled XLA or TPU programs", _ops("""
         XlaCallModule XlaCustomCall XlaCustomCallV2 XlaLaunch XlaLaunchV2 _XlaCompile _XlaRun
-        TPUExecute TPUPartitionedCall ConfigureDistributedTPU ShutdownDistributedTPU""")),
+        TPUExecute TPUExecuteAndUpdateVariables TPUPartitionedCall TPUCompile _TPUCompileMlir
+        ConfigureDistributedTPU ShutdownDistributedTPU MlirPassthroughOp
+        _XlaHostComputeMlir""")),
     Category("code-in-data", "runs a GraphDef carried in a string tensor, whose ops no "
              "inspection of the request can see", _ops("DatasetFromGraph")),
     Category("rpc", "start gRPC servers or call arbitrary addresses from inside the graph",

@@ -1,4 +1,5 @@
-"""Addresses, debug URLs and server-wide settings inside cluster and session configs.
+"""Addresses, debug URLs, thread counts and server-wide settings inside cluster and
+session configs.
 
 Every ClusterDef the server receives is an instruction to dial each host:port in it
 (master to workers, worker to worker, worker back to the client), so each becomes an
@@ -8,8 +9,13 @@ dial `grpc://` URLs: its ops become `OpUse`s and its URLs `DebugUrl`s.
 
 from __future__ import annotations
 
-from proxy.inspect.distributed.facts import Collector, quote
+from proxy.inspect.distributed.facts import Collector, limit_exceeded, quote
 from proxy.pb import distributed_config_pb2 as config_pb2
+
+# Threads a ConfigProto may ask for. A worker makes an eager context's inter-op pool
+# from CreateContext's default_session_config at once (2,000 asked: 2,000 threads,
+# TF 2.21), so a huge count stops the server for every tenant.
+MAX_THREADS = 1024
 
 
 def cluster(col: Collector, cluster_def: config_pb2.ClusterDef, where: str) -> None:
@@ -20,6 +26,10 @@ def cluster(col: Collector, cluster_def: config_pb2.ClusterDef, where: str) -> N
 
 
 def config(col: Collector, proto: config_pb2.ConfigProto, where: str) -> None:
+    for name in ("inter_op_parallelism_threads", "intra_op_parallelism_threads"):
+        threads = getattr(proto, name)
+        if threads > MAX_THREADS:
+            raise limit_exceeded(f"{where}.{name}: {threads} threads > max {MAX_THREADS}")
     if proto.HasField("cluster_def"):
         cluster(col, proto.cluster_def, f"{where}.cluster_def")
     if proto.experimental.tf2xla_dump_dir:

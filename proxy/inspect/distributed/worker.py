@@ -6,6 +6,11 @@ is the worker's shared legacy session), a registered graph (`graph`, handed out 
 RegisterGraph's response), a step (`step`, started by RunGraph, then named by every
 RecvTensor, RecvBuf and CleanupGraph of that step), collective group and instance keys,
 graph keys and resource containers.
+
+RegisterGraph, DeregisterGraph and RunGraph act in the named session only when their
+`create_worker_session_called` is set; without it the worker uses its shared legacy
+session whatever handle they name (docs/wire-facts.md §5.4), so they are reported as
+naming the legacy session ("").
 """
 
 from __future__ import annotations
@@ -29,9 +34,20 @@ def create_worker_session(data: bytes) -> ClusterFacts:
     msg = parse(pb.CreateWorkerSessionRequest, data)
     col = Collector()
     col.handle("session", msg.session_handle, True, "session_handle")
+    if msg.master_task:
+        # The worker deletes every session created under this master task with another
+        # incarnation (it takes the master to have restarted): the task is the master's.
+        col.handle("master_task", msg.master_task, True, "master_task")
     if msg.HasField("server_def"):
         cluster.server_def(col, msg.server_def, "server_def")
     return col.facts()
+
+
+def _graph_session(col: Collector, msg: Any) -> None:
+    if msg.create_worker_session_called:
+        col.handle("session", msg.session_handle, False, "session_handle")
+    else:
+        col.handle("session", "", False, "session_handle, ignored: create_worker_session_called is false")
 
 
 def delete_worker_session(data: bytes) -> ClusterFacts:
@@ -46,7 +62,7 @@ def register_graph(data: bytes) -> ClusterFacts:
     and the master copies in every function it needs: nothing earlier is looked up."""
     msg = parse(pb.RegisterGraphRequest, data, MAX_GRAPH_FIELDS)
     col = Collector()
-    col.handle("session", msg.session_handle, False, "session_handle")
+    _graph_session(col, msg)
     walk_graph(col, msg.graph_def, "graph_def", closed=True)
     if msg.HasField("debug_options"):
         cluster.debug_options(col, msg.debug_options, "debug_options")
@@ -58,7 +74,7 @@ def register_graph(data: bytes) -> ClusterFacts:
 def deregister_graph(data: bytes) -> ClusterFacts:
     msg = parse(pb.DeregisterGraphRequest, data)
     col = Collector()
-    col.handle("session", msg.session_handle, False, "session_handle")
+    _graph_session(col, msg)
     col.handle("graph", msg.graph_handle, False, "graph_handle")
     return col.facts()
 
@@ -66,7 +82,7 @@ def deregister_graph(data: bytes) -> ClusterFacts:
 def run_graph(data: bytes) -> ClusterFacts:
     msg = parse(pb.RunGraphRequest, data)
     col = Collector()
-    col.handle("session", msg.session_handle, False, "session_handle")
+    _graph_session(col, msg)
     col.handle("graph", msg.graph_handle, False, "graph_handle")
     col.handle("step", msg.step_id, True, "step_id")
     for i, send in enumerate(msg.send):
