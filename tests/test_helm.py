@@ -48,7 +48,9 @@ STANDALONE = {"mode": "standalone",
               "standalone": {"upstream": {"address": "modelserver.serving.svc:8500"},
                              "modelServer": {"namespace": "serving",
                                              "podSelector": {"app": "modelserver"}}}}
-CLUSTER = {"mode": "cluster", "cluster": {"container": {"image": {"repository": "trainer",
+JOB_ID = "spiffe://example.org/ns/ml/sa/trainer"
+CLUSTER = {"mode": "cluster", "cluster": {"identity": JOB_ID,
+                                          "container": {"image": {"repository": "trainer",
                                                                   "tag": "1"}}}}
 
 
@@ -152,7 +154,7 @@ MATRIX: dict[str, dict] = {
             "tls": {"secretName": "upstream-tls", "serverName": "modelserver"}}}}),
     "cluster": CLUSTER,
     "cluster-roles": _with(CLUSTER, {
-        "port": 9443, "cluster": {"tfPort": 2300,
+        "port": 9443, "cluster": {"tfPort": 2300, "localPortBase": 2400,
                                   "tasks": [{"name": "chief", "replicas": 1},
                                             {"name": "worker", "replicas": 3},
                                             {"name": "ps", "replicas": 2}],
@@ -203,8 +205,10 @@ def all_containers(pod: dict) -> list[dict]:
 
 
 def tfgate_config(objects: list[dict]) -> dict:
-    (found,) = check.configs_in(yaml.safe_dump_all(objects))
-    return found[1]
+    """The ingress's config (tfgate.yaml; cluster mode's egress configs aside)."""
+    (found,) = [doc for name, doc in check.configs_in(yaml.safe_dump_all(objects))
+                if "/" not in name]
+    return found
 
 
 def checkable(doc: dict) -> tuple[dict, list[str]]:
@@ -430,7 +434,8 @@ class TestManifests:
         for name, sts in sets.items():
             assert sts["spec"]["serviceName"] == name
             pod = sts["spec"]["template"]["spec"]
-            assert [c["name"] for c in pod["containers"]] == ["tfgate", "tensorflow"]
+            names = [c["name"] for c in pod["containers"]]
+            assert (names[0], names[-1]) == ("tfgate", "tensorflow")  # egresses between
         services = {s["metadata"]["name"]: s["spec"] for s in of_kind(objects, "Service")}
         assert set(services) == set(sets)
         assert all(s["clusterIP"] == "None" for s in services.values())
