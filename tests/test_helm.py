@@ -49,6 +49,14 @@ STANDALONE = {"mode": "standalone",
                              "modelServer": {"namespace": "serving",
                                              "podSelector": {"app": "modelserver"}}}}
 JOB_ID = "spiffe://example.org/ns/ml/sa/trainer"
+# What the job's tasks call on each other (docs/cluster.md, Worker <-> worker), for the
+# one identity every task pod's certificate carries.
+JOB_RULE = {"name": "job", "principals": {"spiffe": [JOB_ID]},
+            "methods": ["GetStatus", "CreateContext", "UpdateContext", "Enqueue",
+                        "StreamingEnqueue", "WaitQueueDone", "KeepAlive", "CloseContext",
+                        "RecvTensor", "RecvBuf", "CompleteGroup", "CompleteInstance",
+                        "GetStepSequence", "MarkRecvFinished"],
+            "ops": {"lift": ["CollectiveReduceV2"]}}
 CLUSTER = {"mode": "cluster", "cluster": {"identity": JOB_ID,
                                           "container": {"image": {"repository": "trainer",
                                                                   "tag": "1"}}}}
@@ -161,6 +169,22 @@ MATRIX: dict[str, dict] = {
                                   "ingressFrom": [{"podSelector": {"matchLabels": {
                                       "app": "tf-client"}}}]},
         "tls": {"certManager": {"enabled": True, "issuerRef": {"name": "ca"}}}}),
+    # The identity from cert-manager's uris, a policy of the job's own, an egress policy
+    # narrower than the ingress's, no admin listener (egresses unprobed), pods rolled.
+    "cluster-knobs": _with(CLUSTER, {
+        "admin": {"enabled": False}, "reload": "roll",
+        "cluster": {"identity": "", "localPortBase": 3100,
+                    "tasks": [{"name": "chief", "replicas": 1},
+                              {"name": "worker", "replicas": 2},
+                              {"name": "ps", "replicas": 1}],
+                    "egress": {"policy": {"rules": [{**JOB_RULE, "name": "pull-only",
+                                                     "methods": ["GetStatus", "RecvTensor"]}]},
+                               "resources": {"limits": {"cpu": "500m", "memory": "200Mi"}},
+                               "tfgateConfig": {"audit": {"output": "stderr"}}}},
+        "tls": {"certManager": {"enabled": True, "issuerRef": {"name": "ca"},
+                                "uris": [JOB_ID]}},
+        "config": {"policy": {"rules": [JOB_RULE]},
+                   "limits": {"concurrency": {"per_principal": 512}}}}),
 }
 
 
