@@ -556,8 +556,9 @@ class TestDocumentedInstalls:
         objects = render(values)
         for obj in objects:
             validate_object(obj)
-        doc, _not_yet = checkable(tfgate_config(objects))
-        check.check_config(doc)
+        for _name, doc in check.configs_in(yaml.safe_dump_all(objects)):  # egresses too
+            doc, _not_yet = checkable(doc)
+            check.check_config(doc)
 
 
 class TestValuesSchema:

@@ -212,7 +212,7 @@ class TestEgress:
         want = values_of(case)
         configs = egress_configs(objects)
         resources = _with({"requests": {"cpu": "20m", "memory": "96Mi"},
-                           "limits": {"cpu": "1", "memory": "256Mi"}},
+                           "limits": {"cpu": "1", "memory": "512Mi"}},
                           values["cluster"].get("egress", {}).get("resources", {}))
         for pod in task_pods(objects).values():
             for item in egress_containers(pod):
