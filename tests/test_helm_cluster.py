@@ -285,6 +285,7 @@ class TestRefusals:
         ({"cluster": {"egress": {"adminPortBase": 9900}}}, "port 9901 is taken twice"),
         ({"cluster": {"egress": {"adminPortBase": 2301}}}, "port 2301 is taken twice"),
         ({"cluster": {"localPortBase": 65535}}, "past 65535"),
+        ({"workers": 2}, "workers: a cluster upstream is served by one process"),
     ])
     def test_chart_refuses(self, values, message):
         with pytest.raises(helm_python.HelmRenderError) as refused:

@@ -141,6 +141,9 @@ server binds `cluster.tfPort` (ServerDef.port) behind the pod's ingress. */}}
 {{- if not (include "tfgate.clusterIdentity" .) -}}
 {{- fail "cluster.identity: required in cluster mode: the SPIFFE ID in the tls Secret's certificate (the egress sidecars' listen.local_identity), or set tls.certManager.uris" -}}
 {{- end -}}
+{{- if gt (int (default 1 $v.workers)) 1 -}}
+{{- fail "workers: a cluster upstream is served by one process (handle ownership lives in its memory); leave workers null in cluster mode" -}}
+{{- end -}}
 {{- if eq (include "tfgate.clientAuth" .) "none" -}}
 {{- fail "cluster mode needs config.listen.tls.client_auth: require (TF sends no tokens: tasks authenticate by certificate)" -}}
 {{- end -}}
