@@ -5,7 +5,8 @@
 The values schema catches misspelt and mistyped keys; this catches what only tfgate can
 judge (a rule that needs tokens while `authn.jwt` is unset, a default deadline above the
 maximum, a dtype that can never be allowed), so a bad policy fails in CI, not at pod start.
-Each ConfigMap holding `tfgate.yaml` is checked:
+Each tfgate config in a ConfigMap is checked: `tfgate.yaml`, and in cluster mode each
+egress sidecar's `egress-<role>-<i>.yaml` (named `<ConfigMap>/<key>`):
 
 - with `--files DIR`, DIR stands for the pod's /etc/tfgate (tls/tls.crt, tls/tls.key,
   client-ca/ca.crt, jwks/..., upstream-tls/..., extra/<name>/...) and the check is
@@ -22,6 +23,7 @@ import argparse
 import contextlib
 import io
 import pathlib
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -35,16 +37,23 @@ from proxy.config import Config, ConfigError, validate_config
 
 MOUNT = "/etc/tfgate/"
 CONFIG_KEY = "tfgate.yaml"
+EGRESS_KEY = re.compile(r"egress-[a-z0-9-]+\.yaml")
 
 
 def configs_in(manifests: str) -> list[tuple[str, dict[str, Any]]]:
-    """(ConfigMap name, parsed tfgate config) for each tfgate config in the manifests."""
+    """(name, parsed tfgate config) for each tfgate config in the manifests: the
+    ConfigMap's name for its `tfgate.yaml`, `<ConfigMap>/<key>` for an egress config."""
     found = []
     for obj in yaml.safe_load_all(manifests):
-        if isinstance(obj, dict) and obj.get("kind") == "ConfigMap":
-            text = (obj.get("data") or {}).get(CONFIG_KEY)
-            if text is not None:
-                found.append((obj["metadata"]["name"], yaml.safe_load(text)))
+        if not (isinstance(obj, dict) and obj.get("kind") == "ConfigMap"):
+            continue
+        data = obj.get("data") or {}
+        if CONFIG_KEY not in data:
+            continue
+        name = obj["metadata"]["name"]
+        found.append((name, yaml.safe_load(data[CONFIG_KEY])))
+        found += [(f"{name}/{key}", yaml.safe_load(text)) for key, text in data.items()
+                  if EGRESS_KEY.fullmatch(key)]
     return found
 
 

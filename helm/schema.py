@@ -31,7 +31,7 @@ OUT = pathlib.Path(__file__).resolve().parent / "tfgate" / "values.schema.json"
 # Keys of the tfgate config that the chart writes itself, by section ("" is the root).
 CHART_OWNED: dict[str, tuple[str, ...]] = {
     "": ("upstreams", "routes", "default_upstream"),
-    "listen": ("address", "plaintext"),
+    "listen": ("address", "plaintext", "local_identity"),
     "listen.tls": ("cert", "key", "client_ca"),
     "admin": ("address", "enabled", "allow_non_loopback"),
     "rest": ("address", "plaintext", "upstream"),
@@ -153,8 +153,18 @@ def modes() -> Schema:
     task = closed({"name": {"type": "string", "pattern": "^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$"},
                    "replicas": {"type": "integer", "minimum": 1}},
                   required=("name", "replicas"))
+    egress = closed({
+        "adminPortBase": PORT,
+        "resources": RESOURCES,
+        "policy": {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/Policy"}],
+                   "description": "The egresses' policy; null: config.policy."},
+        "tfgateConfig": {"type": "object", "description": "Copied verbatim into each "
+                         "egress config; tfgate checks it when it starts."},
+    })
     cluster = closed({
+        "identity": {"type": "string", "pattern": "^(spiffe://.+)?$"},
         "tfPort": PORT,
+        "localPortBase": PORT,
         "tasks": {"type": "array", "items": task, "minItems": 1},
         "container": closed({"image": image(), "command": STRINGS, "args": STRINGS,
                              "env": K8S_LIST, "resources": RESOURCES,
@@ -162,7 +172,8 @@ def modes() -> Schema:
         "volumes": K8S_LIST,
         "ingressFrom": K8S_LIST,
         "tfgateConfig": {"type": "object", "description": "Copied verbatim into each "
-                         "task's tfgate config; tfgate checks it when it starts."},
+                         "task's ingress config; tfgate checks it when it starts."},
+        "egress": egress,
     })
     return {"sidecar": closed({"modelServer": model_server}),
             "standalone": standalone, "cluster": cluster}

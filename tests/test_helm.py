@@ -48,7 +48,17 @@ STANDALONE = {"mode": "standalone",
               "standalone": {"upstream": {"address": "modelserver.serving.svc:8500"},
                              "modelServer": {"namespace": "serving",
                                              "podSelector": {"app": "modelserver"}}}}
-CLUSTER = {"mode": "cluster", "cluster": {"container": {"image": {"repository": "trainer",
+JOB_ID = "spiffe://example.org/ns/ml/sa/trainer"
+# What the job's tasks call on each other (docs/cluster.md, Worker <-> worker), for the
+# one identity every task pod's certificate carries.
+JOB_RULE = {"name": "job", "principals": {"spiffe": [JOB_ID]},
+            "methods": ["GetStatus", "CreateContext", "UpdateContext", "Enqueue",
+                        "StreamingEnqueue", "WaitQueueDone", "KeepAlive", "CloseContext",
+                        "RecvTensor", "RecvBuf", "CompleteGroup", "CompleteInstance",
+                        "GetStepSequence", "MarkRecvFinished"],
+            "ops": {"lift": ["CollectiveReduceV2"]}}
+CLUSTER = {"mode": "cluster", "cluster": {"identity": JOB_ID,
+                                          "container": {"image": {"repository": "trainer",
                                                                   "tag": "1"}}}}
 
 
@@ -152,13 +162,29 @@ MATRIX: dict[str, dict] = {
             "tls": {"secretName": "upstream-tls", "serverName": "modelserver"}}}}),
     "cluster": CLUSTER,
     "cluster-roles": _with(CLUSTER, {
-        "port": 9443, "cluster": {"tfPort": 2300,
+        "port": 9443, "cluster": {"tfPort": 2300, "localPortBase": 2400,
                                   "tasks": [{"name": "chief", "replicas": 1},
                                             {"name": "worker", "replicas": 3},
                                             {"name": "ps", "replicas": 2}],
                                   "ingressFrom": [{"podSelector": {"matchLabels": {
                                       "app": "tf-client"}}}]},
         "tls": {"certManager": {"enabled": True, "issuerRef": {"name": "ca"}}}}),
+    # The identity from cert-manager's uris, a policy of the job's own, an egress policy
+    # narrower than the ingress's, no admin listener (egresses unprobed), pods rolled.
+    "cluster-knobs": _with(CLUSTER, {
+        "admin": {"enabled": False}, "reload": "roll",
+        "cluster": {"identity": "", "localPortBase": 3100,
+                    "tasks": [{"name": "chief", "replicas": 1},
+                              {"name": "worker", "replicas": 2},
+                              {"name": "ps", "replicas": 1}],
+                    "egress": {"policy": {"rules": [{**JOB_RULE, "name": "pull-only",
+                                                     "methods": ["GetStatus", "RecvTensor"]}]},
+                               "resources": {"limits": {"cpu": "500m", "memory": "200Mi"}},
+                               "tfgateConfig": {"audit": {"output": "stderr"}}}},
+        "tls": {"certManager": {"enabled": True, "issuerRef": {"name": "ca"},
+                                "uris": [JOB_ID]}},
+        "config": {"policy": {"rules": [JOB_RULE]},
+                   "limits": {"concurrency": {"per_principal": 512}}}}),
 }
 
 
@@ -203,8 +229,10 @@ def all_containers(pod: dict) -> list[dict]:
 
 
 def tfgate_config(objects: list[dict]) -> dict:
-    (found,) = check.configs_in(yaml.safe_dump_all(objects))
-    return found[1]
+    """The ingress's config (tfgate.yaml; cluster mode's egress configs aside)."""
+    (found,) = [doc for name, doc in check.configs_in(yaml.safe_dump_all(objects))
+                if "/" not in name]
+    return found
 
 
 def checkable(doc: dict) -> tuple[dict, list[str]]:
@@ -430,7 +458,8 @@ class TestManifests:
         for name, sts in sets.items():
             assert sts["spec"]["serviceName"] == name
             pod = sts["spec"]["template"]["spec"]
-            assert [c["name"] for c in pod["containers"]] == ["tfgate", "tensorflow"]
+            names = [c["name"] for c in pod["containers"]]
+            assert (names[0], names[-1]) == ("tfgate", "tensorflow")  # egresses between
         services = {s["metadata"]["name"]: s["spec"] for s in of_kind(objects, "Service")}
         assert set(services) == set(sets)
         assert all(s["clusterIP"] == "None" for s in services.values())
@@ -527,8 +556,9 @@ class TestDocumentedInstalls:
         objects = render(values)
         for obj in objects:
             validate_object(obj)
-        doc, _not_yet = checkable(tfgate_config(objects))
-        check.check_config(doc)
+        for _name, doc in check.configs_in(yaml.safe_dump_all(objects)):  # egresses too
+            doc, _not_yet = checkable(doc)
+            check.check_config(doc)
 
 
 class TestValuesSchema:

@@ -44,9 +44,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- get $tls "client_auth" | default (include "tfgate.clientAuth" .) -}}
 {{- end -}}
 
-{{/* "true" when some listener asks for client certificates: the client CA is mounted. */}}
+{{/* "true" when some listener asks for client certificates, or (cluster mode) the egresses
+     verify their peers' ingress with it: the client CA is mounted. */}}
 {{- define "tfgate.needsClientCA" -}}
-{{- if or (ne (include "tfgate.clientAuth" .) "none") (and .Values.rest.enabled (ne (include "tfgate.restClientAuth" .) "none")) -}}
+{{- if or (ne (include "tfgate.clientAuth" .) "none") (and .Values.rest.enabled (ne (include "tfgate.restClientAuth" .) "none")) (eq .Values.mode "cluster") -}}
 true
 {{- end -}}
 {{- end -}}
@@ -140,9 +141,23 @@ tensorflow:
 {{- $_ := set $c "admin" $admin -}}
 {{- end -}}
 {{- if eq $v.mode "cluster" -}}
+{{- $_ := set $c "cluster" (include "tfgate.clusterSection" . | fromYaml) -}}
 {{- $c = mergeOverwrite $c (deepCopy $v.cluster.tfgateConfig) -}}
 {{- end -}}
 {{- toYaml $c -}}
+{{- end -}}
+
+{{/* The ConfigMap's data: the ingress's tfgate.yaml and, in cluster mode, one
+     egress-<role>-<i>.yaml per task of the job (the egress towards that task). */}}
+{{- define "tfgate.configData" -}}
+tfgate.yaml: |
+  {{- include "tfgate.config" . | nindent 2 }}
+{{- if eq .Values.mode "cluster" }}
+{{- range (include "tfgate.clusterTasks" . | fromJsonArray) }}
+{{ include "tfgate.egressKey" . }}: |
+  {{- include "tfgate.egressConfig" (list $ .) | nindent 2 }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* Checks the schema cannot state plainly; each fails the render with one line. */}}
@@ -175,6 +190,7 @@ tensorflow:
 {{- if eq (int $v.cluster.tfPort) (int $v.port) -}}
 {{- fail "cluster.tfPort must differ from port (tfgate's ingress)" -}}
 {{- end -}}
+{{- include "tfgate.validateCluster" . -}}
 {{- end -}}
 {{- if and $v.admin.enabled (eq (int $v.admin.port) (int $v.port)) -}}
 {{- fail "admin.port must differ from port" -}}
@@ -213,7 +229,7 @@ tensorflow:
 {{/* Pod annotations: the config checksum (reload: roll), Prometheus, the user's. */}}
 {{- define "tfgate.podAnnotations" -}}
 {{- if eq .Values.reload "roll" }}
-checksum/config: {{ include "tfgate.config" . | sha256sum }}
+checksum/config: {{ include "tfgate.configData" . | sha256sum }}
 {{- end }}
 {{- if and .Values.admin.enabled .Values.metrics.podAnnotations }}
 prometheus.io/scrape: "true"
@@ -301,16 +317,27 @@ tcpSocket:
 {{ toYaml $timing }}
 {{- end -}}
 
-{{/* The tfgate container, the same in every mode. */}}
+{{/* The tfgate container, the same in every mode: the ingress (tfgate.yaml). */}}
 {{- define "tfgate.container" -}}
-{{- $v := .Values -}}
-- name: tfgate
-  image: {{ include "tfgate.image" . | quote }}
+{{- include "tfgate.containerOf" (dict "root" . "name" "tfgate" "key" "tfgate.yaml"
+    "ingress" true "resources" .Values.resources) -}}
+{{- end -}}
+
+{{/* A tfgate container: (dict root name key ingress resources [adminPort]). The ingress
+     declares its ports and probes them (tfgate.probe); an egress (ingress false) listens
+     on loopback only, where no probe reaches, so it declares and is probed on its own
+     admin port when admin.enabled, and is not probed otherwise. Everything else (image,
+     args, env, security, mounts) is the same for both. */}}
+{{- define "tfgate.containerOf" -}}
+{{- $root := .root -}}
+{{- $v := $root.Values -}}
+- name: {{ .name }}
+  image: {{ include "tfgate.image" $root | quote }}
   imagePullPolicy: {{ $v.image.pullPolicy }}
   args:
     - serve
     - --config
-    - /etc/tfgate/config/tfgate.yaml
+    - {{ printf "/etc/tfgate/config/%s" .key }}
     {{- with $v.workers }}
     - --workers
     - {{ . | quote }}
@@ -318,6 +345,7 @@ tcpSocket:
     {{- range $v.extraArgs }}
     - {{ . | quote }}
     {{- end }}
+  {{- if .ingress }}
   ports:
     - name: grpc
       containerPort: {{ $v.port }}
@@ -332,29 +360,44 @@ tcpSocket:
       containerPort: {{ $v.admin.port }}
       protocol: TCP
     {{- end }}
+  {{- else if .adminPort }}
+  ports:
+    - containerPort: {{ .adminPort }}
+      protocol: TCP
+  {{- end }}
   env:
     - name: PYTHONDONTWRITEBYTECODE
       value: "1"
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+  {{- if .ingress }}
   startupProbe:
-    {{- include "tfgate.probe" (list . "/healthz" $v.probes.startup) | trim | nindent 4 }}
+    {{- include "tfgate.probe" (list $root "/healthz" $v.probes.startup) | trim | nindent 4 }}
   readinessProbe:
-    {{- include "tfgate.probe" (list . "/readyz" $v.probes.readiness) | trim | nindent 4 }}
+    {{- include "tfgate.probe" (list $root "/readyz" $v.probes.readiness) | trim | nindent 4 }}
   livenessProbe:
-    {{- include "tfgate.probe" (list . "/healthz" $v.probes.liveness) | trim | nindent 4 }}
+    {{- include "tfgate.probe" (list $root "/healthz" $v.probes.liveness) | trim | nindent 4 }}
+  {{- else if .adminPort }}
+  {{- /* /healthz only: /readyz would make the pod unready while a peer is down. */}}
+  startupProbe:
+    httpGet: {path: /healthz, port: {{ .adminPort }}}
+    {{- toYaml $v.probes.startup | nindent 4 }}
+  livenessProbe:
+    httpGet: {path: /healthz, port: {{ .adminPort }}}
+    {{- toYaml $v.probes.liveness | nindent 4 }}
+  {{- end }}
   lifecycle:
     preStop:
       exec:
         command: ["sleep", {{ $v.lifecycle.preStopSleepSeconds | quote }}]
-  {{- include "tfgate.containerSecurity" . | nindent 2 }}
+  {{- include "tfgate.containerSecurity" $root | nindent 2 }}
   resources:
-    {{- toYaml $v.resources | nindent 4 }}
+    {{- toYaml .resources | nindent 4 }}
   volumeMounts:
     - {name: config, mountPath: /etc/tfgate/config, readOnly: true}
     - {name: tls, mountPath: /etc/tfgate/tls, readOnly: true}
-    {{- if include "tfgate.needsClientCA" . }}
+    {{- if include "tfgate.needsClientCA" $root }}
     - {name: client-ca, mountPath: /etc/tfgate/client-ca, readOnly: true}
     {{- end }}
     {{- if $v.jwks.secretName }}
