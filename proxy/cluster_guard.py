@@ -47,6 +47,9 @@ log = logging.getLogger("tfgate")
 
 MAX_PENDING_NAMES = 65_536  # function names one call may hold uncommitted
 MAX_PENDING = 65_536        # requests of one call forwarded and not yet answered
+# ... and of every call of the process together: a ticket is ~550 B, so ~150 MB at most
+# (else a few callers with streams whose server stalls could hold GBs).
+MAX_PENDING_PROCESS = 262_144
 _MASTER, _WORKER, _EAGER = ("/tensorflow.MasterService/", "/tensorflow.WorkerService/",
                             "/tensorflow.eager.EagerService/")
 # Methods whose success releases the handle they name (of this kind).
@@ -83,6 +86,8 @@ class Exchange:
     """One call's checked requests awaiting their responses, oldest first, and the
     definitions they hold uncommitted."""
 
+    waiting = 0  # tickets held by every Exchange of the process (its one event loop)
+
     def __init__(self) -> None:
         self.tickets: collections.deque[Ticket] = collections.deque()
         self.pending: dict[Key, collections.Counter[str]] = {}
@@ -96,6 +101,10 @@ class Exchange:
         if len(self.tickets) >= MAX_PENDING:
             raise Reject(Reason.LIMIT_EXCEEDED, f"more than {MAX_PENDING} requests awaiting "
                          "the server's answer on one call")
+        if Exchange.waiting >= MAX_PENDING_PROCESS:
+            raise Reject(Reason.LIMIT_EXCEEDED, f"more than {MAX_PENDING_PROCESS} requests "
+                         "awaiting their servers' answers in this tfgate process; try again "
+                         "later")
         if ticket.scope is not None and ticket.defines:
             if self.pending_names + len(ticket.defines) > MAX_PENDING_NAMES:
                 raise Reject(Reason.LIMIT_EXCEEDED, f"more than {MAX_PENDING_NAMES} function "
@@ -103,8 +112,23 @@ class Exchange:
             self.pending.setdefault(ticket.scope, collections.Counter()).update(ticket.defines)
             self.pending_names += len(ticket.defines)
         self.tickets.append(ticket)
+        Exchange.waiting += 1
 
-    def settle(self, ticket: Ticket) -> None:
+    def oldest(self) -> Ticket:
+        """The oldest held ticket, no longer held (its definitions settled)."""
+        ticket = self.tickets.popleft()
+        Exchange.waiting -= 1
+        self._settle(ticket)
+        return ticket
+
+    def newest(self) -> Ticket:
+        """The ticket held last, no longer held (its definitions settled)."""
+        ticket = self.tickets.pop()
+        Exchange.waiting -= 1
+        self._settle(ticket)
+        return ticket
+
+    def _settle(self, ticket: Ticket) -> None:
         names = self.pending.get(ticket.scope) if ticket.scope else None
         if names is not None and ticket.defines:
             names.subtract(ticket.defines)
@@ -207,8 +231,7 @@ class ClusterGuard:
                 if self.table.put(key, ticket.owner, self._caps, parent):
                     ticket.made.append(key)
         except TableFull as full:
-            exchange.tickets.pop()
-            exchange.settle(ticket)
+            exchange.newest()
             self._unclaim(ticket)
             raise Reject(Reason.LIMIT_EXCEEDED, "tfgate's handle table is full; try again "
                          "later", f"cluster guard: {full}") from None
@@ -219,9 +242,7 @@ class ClusterGuard:
         (a restart, an eviction) but the server still holds: the server refuses the second
         create, and the claim would make that caller the owner of someone else's context."""
         while exchange.tickets:
-            ticket = exchange.tickets.popleft()
-            exchange.settle(ticket)
-            self._unclaim(ticket)
+            self._unclaim(exchange.oldest())
 
     def _unclaim(self, ticket: Ticket) -> None:
         for key in reversed(ticket.made):
@@ -233,8 +254,7 @@ class ClusterGuard:
         """The server answered the oldest pending request of this call with OK."""
         if not exchange.tickets:
             return
-        ticket = exchange.tickets.popleft()
-        exchange.settle(ticket)
+        ticket = exchange.oldest()
         scope = ticket.scope
         try:
             created = response_handles(ticket.method, response)

@@ -224,3 +224,26 @@ class TestMemoryBounds:
         else:
             pytest.fail("the table never filled")
         Caller(state, CLIENT).call("Enqueue", rq.enqueue(1, rq.op_item("Mul")))
+
+    def test_requests_awaiting_answers_are_bounded_per_process(self, state: State,
+                                                                monkeypatch) -> None:
+        """Every call's unanswered requests count against one process-wide cap; answers
+        and call ends give them back, so honest calls pass again (nothing leaks)."""
+        from proxy import cluster_guard
+
+        client = Caller(state, CLIENT)
+        ctx = context(client)
+        before = Exchange.waiting
+        monkeypatch.setattr(cluster_guard, "MAX_PENDING_PROCESS", before + 3)
+        first, second = Exchange(), Exchange()
+        enqueue = rq.enqueue(ctx, rq.op_item("Mul"))
+        client.call("StreamingEnqueue", enqueue, enqueue, answers=[], exchange=first)
+        client.call("StreamingEnqueue", enqueue, answers=[], exchange=second)
+        refused = client.refused(Reason.LIMIT_EXCEEDED, "StreamingEnqueue", enqueue,
+                                 answers=[], exchange=second)
+        assert "in this tfgate process" in refused.message
+        admission.answered(state, first, b"")  # one answer frees one place
+        client.call("StreamingEnqueue", enqueue, answers=[], exchange=second)
+        admission.ended(state, first)
+        admission.ended(state, second)
+        assert Exchange.waiting == before
