@@ -69,8 +69,13 @@ def _explain(sub: Any, func: Command) -> None:
                "--model half_plus_two \\\n      --spiffe spiffe://example.org/ns/team-a/sa/scorer")
     explain.add_argument("--config", type=pathlib.Path, required=True, metavar="FILE",
                          help=_CONFIG_HELP)
-    explain.add_argument("--method", required=True,
-                         help="a method name (e.g. Predict), a full path or a glob naming one")
+    what = explain.add_mutually_exclusive_group(required=True)
+    what.add_argument("--method",
+                      help="a method name (e.g. Predict), a full path or a glob naming one")
+    what.add_argument("--rest", metavar="'VERB PATH'",
+                      help="a REST request line instead, routed as the REST front routes "
+                           "it, e.g. 'POST /v1/models/m/versions/2:predict' (it names the "
+                           "model, version or label)")
     explain.add_argument("--model", help="the model the request names")
     which = explain.add_mutually_exclusive_group()
     which.add_argument("--version", type=int, help="the model version the request names")

@@ -4,19 +4,23 @@ The caller's identity and the request's facts come from the command line instead
 credentials and a body; the rest is `admission.decide`, the data path's own code. With a
 `shadow_policy`, its decision for the same call is shown too (never enforced). For a
 distributed-TF method, `--op` and `--address` describe what the request would run and
-dial; handle ownership is state of a running tfgate, so explain does not judge it."""
+dial; handle ownership is state of a running tfgate, so explain does not judge it. A REST
+request line (`--rest 'POST /v1/models/m:predict'`) is routed by the REST front's own
+`rest/paths.py` into the gRPC method and model it is judged as."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from proxy import admission
 from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget, Principal
 from proxy.config import Config
-from proxy.errors import ConfigError
+from proxy.errors import ConfigError, Reject
 from proxy.families import Access
 from proxy.inspect.distributed import Address, ClusterFacts, OpUse
 from proxy.policy import Decision
+from proxy.rest import paths as rest_paths
 from proxy.routing import MethodTable
 from proxy.state import build_state
 
@@ -24,7 +28,8 @@ from proxy.state import build_state
 def explain(cfg: Config, args: argparse.Namespace) -> tuple[Decision, str]:
     """The decision and its text for the call `args` describes."""
     state = build_state(cfg, connect=False)
-    path = _method_path(state.methods, args.method)
+    route = _rest_route(args) if getattr(args, "rest", None) else None
+    path = route.method_path if route else _method_path(state.methods, args.method)
     principal = Principal(
         spiffe_id=args.spiffe, dns=tuple(args.dns), cn=args.cn,
         has_certificate=bool(args.spiffe or args.dns or args.cn),
@@ -34,10 +39,7 @@ def explain(cfg: Config, args: argparse.Namespace) -> tuple[Decision, str]:
     method = state.methods.methods.get(path)
     facts = admission.NO_FACTS
     if method is not None and method.addresses_model:
-        if not args.model:
-            raise ConfigError("--model", f"{method.name} addresses a model: give --model")
-        signature = (args.signature or DEFAULT_SIGNATURE) if method.access is Access.DATA else None
-        facts = Facts(targets=(ModelTarget(args.model, args.version, args.label, signature),))
+        facts = Facts(targets=(_target(method.name, method.access, args, route),))
     if method is not None and method.family == "cluster":
         facts = _cluster_facts(args)
     elif getattr(args, "op", None) or getattr(args, "address", None):
@@ -48,6 +50,30 @@ def explain(cfg: Config, args: argparse.Namespace) -> tuple[Decision, str]:
     if shadow is not None:
         text += "\n" + _render_shadow(shadow, differs=shadow.allowed != decision.allowed)
     return decision, text
+
+
+def _target(name: str, access: Access, args: argparse.Namespace,
+            route: rest_paths.Route | None) -> ModelTarget:
+    signature = (args.signature or DEFAULT_SIGNATURE) if access is Access.DATA else None
+    if route is not None:
+        return dataclasses.replace(route.target, signature=signature)
+    if not args.model:
+        raise ConfigError("--model", f"{name} addresses a model: give --model")
+    return ModelTarget(args.model, args.version, args.label, signature)
+
+
+def _rest_route(args: argparse.Namespace) -> rest_paths.Route:
+    """`--rest 'VERB PATH'`: the route the REST front would take; its path names the
+    model, so --model, --version and --label would say it twice."""
+    if args.model or args.version is not None or args.label:
+        raise ConfigError("--rest", "the REST path names the model and version: leave out "
+                          "--model, --version and --label")
+    verb, _, target = args.rest.strip().partition(" ")
+    try:
+        return rest_paths.route(verb, target.strip())
+    except Reject as refused:
+        raise ConfigError("--rest", f"the REST front refuses {args.rest!r}: "
+                          f"{refused.message}") from None
 
 
 def _cluster_facts(args: argparse.Namespace) -> Facts:

@@ -218,6 +218,50 @@ class TestExplain:
         assert "unpack" not in err
 
 
+class TestExplainRest:
+    """`--rest 'VERB PATH'`: routed as the REST front routes it, then the same decision."""
+
+    @pytest.fixture
+    def config(self, etc: pathlib.Path) -> str:
+        return str(_write(etc, BASE, "explain-rest.yaml"))
+
+    @pytest.mark.parametrize(("line", "code", "shown"), [
+        ("POST /v1/models/mnist/versions/1:predict", 0, "model: mnist version: 1"),
+        ("POST /v1/models/mnist/labels/stable:predict", 0, "version: label:stable"),
+        ("POST /v1/models/mnist/versions/2:predict", 1, "reason: version-not-allowed"),
+        ("POST /v1/models/mnist:classify", 1, "reason: method-not-allowed"),
+        ("POST /v1/models/m%6Eist/versions/1:predict", 0, "model: mnist version: 1"),
+    ])
+    def test_same_decision_as_the_grpc_method(self, config: str, line: str, code: int,
+                                               shown: str, capsys) -> None:
+        got, out, _ = _run(capsys, "explain", "--config", config, "--rest", line,
+                           "--spiffe", ALICE)
+        assert got == code and shown in out, out
+
+    def test_a_get_is_a_status_or_metadata_request(self, config: str, capsys) -> None:
+        code, out, _ = _run(capsys, "explain", "--config", config, "--rest",
+                            "GET /v1/models/any", "--sub", "ops", "--cn", "x")
+        assert code == 0
+        assert out.startswith("ALLOW /tensorflow.serving.ModelService/GetModelStatus")
+        assert "signature: None" in out
+
+    @pytest.mark.parametrize(("args", "said"), [
+        (["--rest", "POST /v1/models/mnist:explode"], "no REST API path matches"),
+        (["--rest", "PUT /v1/models/mnist:predict"], "use GET or POST"),
+        (["--rest", "GET /v1/models/./metadata"], "dot segment"),
+        (["--rest", "POST /v1/models/mnist:predict", "--model", "mnist"], "leave out"),
+    ])
+    def test_a_line_the_front_refuses_is_a_usage_error(self, config: str, args: list[str],
+                                                       said: str, capsys) -> None:
+        code, _, err = _run(capsys, "explain", "--config", config, "--cn", "x", *args)
+        assert code == 2 and err.startswith("tfgate: config error: --rest: ") and said in err
+
+    def test_method_or_rest_is_required(self, config: str, capsys) -> None:
+        with pytest.raises(SystemExit) as info:
+            main(["explain", "--config", config, "--cn", "x"])
+        assert info.value.code == 2
+
+
 class TestExplainExitCodes:
     """0 on ALLOW, 1 on DENY, 2 on usage or config errors: `tfgate explain` gates CI."""
 
