@@ -160,3 +160,23 @@ def test_an_answer_with_a_key_twice_is_refused(front, pki, upstream) -> None:
     assert r.status_code == 500 and "secret_sig" not in r.text, r.text
     (event,) = rh.audit_events(audit, 1)
     assert event["reason"] == "upstream-status"
+
+
+def test_framing_headers_in_underscore_spelling_never_reach_the_upstream(front, pki, upstream
+                                                                         ) -> None:
+    """`content_length`, `accept_encoding`, ...: servers and proxies that map header names
+    to CGI/WSGI style (or fold `_` into `-`) read them as this hop's framing headers, so
+    a forwarded `content_length: 0` would frame the judged body differently there (and
+    `accept_encoding: gzip` would ask for an answer tfgate cannot filter). They are
+    dropped like their `-` spellings; the request is still served."""
+    service, _ = front
+    sneaked = {"content_length": "0", "content_type": "text/plain",
+               "content_encoding": "gzip", "accept_encoding": "gzip",
+               "transfer_encoding": "chunked", "keep_alive": "1", "proxy_connection": "close"}
+    with rh.client(pki, rh.rest_port(service)) as c:
+        r = c.post("/v1/models/half_plus_two/versions/2:predict", json={"instances": [1.0]},
+                   headers=sneaked)
+    assert r.status_code == 200, r.text
+    (seen,) = upstream.headers
+    assert not {k for k in seen if "_" in k}, seen
+    assert seen["accept-encoding"] == "identity"
