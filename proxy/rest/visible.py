@@ -93,7 +93,7 @@ def _hide_versions(doc: Any, visible: Callable[[int, bool], bool]) -> bool:
     if not versions:
         return False
     latest = latest_version([(v, e.get("state") == "AVAILABLE")
-                              for v, e in zip(versions, entries, strict=True)])
+                             for v, e in zip(versions, entries, strict=True)])
     kept = [e for e, v in zip(entries, versions, strict=True) if visible(v, v == latest)]
     if len(kept) == len(entries):
         return False
