@@ -83,7 +83,8 @@ def recheck(state: State, call: Call, request: Request) -> None:
 def inspect(state: State, call: Call, method: Method, message: bytes,
             exchange: Exchange | None = None) -> Facts:
     """One request message. `exchange`: the call's, for cluster methods (without one,
-    what the request creates is never committed, so its later use is refused)."""
+    the request is judged as if its call ended unanswered: nothing it creates or defines
+    stays, so its later use is refused)."""
     return judge(state, call, method, method.inspect(message), exchange)
 
 
@@ -92,7 +93,7 @@ def judge(state: State, call: Call, method: Method, facts: Facts,
     """Authorize a request's facts and check their sizes: `inspect` after parsing, and
     the REST front with the facts it read from JSON (the same policy and the same caps)."""
     call.facts = facts  # before any check: a refusal is audited with what it addressed
-    ticket = None
+    ticket, unanswered = None, exchange is None
     if facts.cluster is not None:
         assert call.principal is not None  # start() ran
         exchange = exchange if exchange is not None else Exchange()
@@ -105,6 +106,8 @@ def judge(state: State, call: Call, method: Method, facts: Facts,
     if ticket is not None:
         state.cluster.check_sizes(facts.cluster)  # type: ignore[arg-type]
         state.cluster.admit(ticket, exchange)  # type: ignore[arg-type]
+        if unanswered:  # no call will answer it or end it: its ticket must not stay held
+            ended(state, exchange)  # type: ignore[arg-type]
     return facts
 
 

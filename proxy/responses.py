@@ -67,13 +67,14 @@ def latest_version(versions: list[tuple[int, bool]]) -> int:
 
 
 def status(data: bytes, visible: Callable[[int, bool], bool]) -> bytes:
-    """Keep the versions `visible(version, is_highest)` allows in a GetModelStatusResponse."""
+    """Keep the versions `visible(version, is_latest)` allows in a GetModelStatusResponse
+    (`is_latest`: it is the version `latest_version` picks)."""
     response: StatusResponseView = _parse(StatusResponseView, data)
     entries = list(response.model_version_status)
     if not entries:
         return data
-    highest = latest_version([(e.version, e.state == AVAILABLE) for e in entries])
-    kept = [e.SerializeToString() for e in entries if visible(e.version, e.version == highest)]
+    latest = latest_version([(e.version, e.state == AVAILABLE) for e in entries])
+    kept = [e.SerializeToString() for e in entries if visible(e.version, e.version == latest)]
     if len(kept) == len(entries):
         return data
     del response.model_version_status[:]

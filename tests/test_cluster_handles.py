@@ -10,6 +10,7 @@ import copy
 import pytest
 
 from proxy import admission
+from proxy.call import Call
 from proxy.cluster_guard import Exchange
 from proxy.errors import Reason, Reject
 from proxy.pb import distributed_master_pb2, distributed_worker_pb2
@@ -247,3 +248,17 @@ class TestMemoryBounds:
         admission.ended(state, first)
         admission.ended(state, second)
         assert Exchange.waiting == before
+
+
+def test_a_request_judged_without_an_exchange_holds_no_place(state: State) -> None:
+    """`admission.inspect` without the call's Exchange (a judgement with no call to
+    answer it): nothing awaits an answer afterwards, so the process-wide count of
+    requests awaiting answers is what it was, and nothing it created stays claimed."""
+    call = Caller(state, CLIENT)
+    path = next(p for p in state.methods.methods if p.endswith("/CreateContext"))
+    record = Call(path, "test")
+    record.principal = call.principal
+    before = Exchange.waiting
+    admission.inspect(state, record, state.methods.lookup(path), rq.create_context(31))
+    assert Exchange.waiting == before
+    context(Caller(state, OTHER), 31)  # context 31 is no one's: another caller may create it

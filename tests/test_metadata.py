@@ -114,6 +114,9 @@ class TestValidatedAtLoad:
         ("cookie", "credential key"),
         ("te", "connection header"),
         ("user-agent", "connection header"),
+        # `_` reads as `-` (an upstream that folds would see the credential or header)
+        ("proxy_authorization", "credential key"),
+        ("transfer_encoding", "connection header"),
         ("", "lowercase"),
     ])
     def test_identity_key_refused(self, key, says):

@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import base_config
 from tests.rawbackend import PREDICT
+from tests.serveproc import wait_until
 from tests.test_e2e_forwarding import predict_bytes
 
 
@@ -79,7 +80,9 @@ def test_a_client_that_leaves_first_is_not_timed_out(
     channel = pki.channel(server.address, pki.alice)
     try:
         future = channel.stream_unary(PREDICT).future(_held_body(release), timeout=30)
-        time.sleep(0.3)  # tfgate has the headers and waits for the body
+        # tfgate has the headers and waits for the body (a fixed sleep could cancel
+        # before the call reached tfgate on a loaded machine: then nothing is audited)
+        wait_until(lambda: server.runtime.in_flight() == 1, "the call to reach tfgate")
         future.cancel()
         (event,) = _events(tmp_path, 1)
     finally:

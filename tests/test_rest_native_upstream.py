@@ -10,6 +10,8 @@ exactly the request it judged, and nothing of one call carries over to another.
   one that holds a key twice is refused (JSON readers differ on which copy counts).
 - The upstream is asked for an uncompressed answer: tfgate relays and filters the bytes
   it gets, and would otherwise pass on (or fail to read) gzip it never asked for.
+- An answer that arrives in many pieces is relayed whole; framing headers a client sent
+  in their `_` spelling never reach the upstream.
 
 The stub records every request's path and headers."""
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +28,9 @@ import pytest
 
 from tests import resthelp as rh
 from tests.conftest import base_config
+
+# A predict answer of ~2 MiB: far more than one read of the upstream's socket returns.
+LARGE_ANSWER = json.dumps({"predictions": [float(i) for i in range(200_000)]}).encode()
 
 
 class RedirectingUpstream:
@@ -56,6 +62,9 @@ class RedirectingUpstream:
                             b'"serving_default": {}, "secret_sig": {}}}}, "metadata": '
                             b'{"signature_def": {"signature_def": {"serving_default": {}}}}}')
                     self.send_response(200)
+                elif self.path == "/v1/models/half_plus_two/labels/stable:predict":
+                    self._large_answer()
+                    return
                 elif self.path.startswith("/v1/models/half_plus_two/versions/2"):
                     body = json.dumps({"predictions": [1.0]}).encode()
                     self.send_response(200)
@@ -70,6 +79,18 @@ class RedirectingUpstream:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _large_answer(self) -> None:
+                """LARGE_ANSWER, sent in pieces with pauses (as a big answer comes)."""
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(LARGE_ANSWER)))
+                self.end_headers()
+                step = len(LARGE_ANSWER) // 16 + 1
+                for start in range(0, len(LARGE_ANSWER), step):
+                    self.wfile.write(LARGE_ANSWER[start:start + step])
+                    self.wfile.flush()
+                    time.sleep(0.01)
 
             do_GET = do_POST = _answer
 
@@ -160,3 +181,34 @@ def test_an_answer_with_a_key_twice_is_refused(front, pki, upstream) -> None:
     assert r.status_code == 500 and "secret_sig" not in r.text, r.text
     (event,) = rh.audit_events(audit, 1)
     assert event["reason"] == "upstream-status"
+
+
+def test_framing_headers_in_underscore_spelling_never_reach_the_upstream(front, pki, upstream
+                                                                         ) -> None:
+    """`content_length`, `accept_encoding`, ...: servers and proxies that map header names
+    to CGI/WSGI style (or fold `_` into `-`) read them as this hop's framing headers, so
+    a forwarded `content_length: 0` would frame the judged body differently there (and
+    `accept_encoding: gzip` would ask for an answer tfgate cannot filter). They are
+    dropped like their `-` spellings; the request is still served."""
+    service, _ = front
+    sneaked = {"content_length": "0", "content_type": "text/plain",
+               "content_encoding": "gzip", "accept_encoding": "gzip",
+               "transfer_encoding": "chunked", "keep_alive": "1", "proxy_connection": "close"}
+    with rh.client(pki, rh.rest_port(service)) as c:
+        r = c.post("/v1/models/half_plus_two/versions/2:predict", json={"instances": [1.0]},
+                   headers=sneaked)
+    assert r.status_code == 200, r.text
+    (seen,) = upstream.headers
+    assert not {k for k in seen if "_" in k}, seen
+    assert seen["accept-encoding"] == "identity"
+
+
+def test_a_large_answer_is_relayed_whole(front, pki, upstream) -> None:
+    """An answer that arrives in many reads is relayed complete, not cut after the
+    first bytes the upstream's socket had (a 200 with half a body would pass for the
+    whole answer)."""
+    service, _ = front
+    with rh.client(pki, rh.rest_port(service)) as c:
+        r = c.post("/v1/models/half_plus_two/labels/stable:predict", json={"instances": [1.0]})
+    assert r.status_code == 200, r.text[:200]
+    assert r.content == LARGE_ANSWER

@@ -100,9 +100,10 @@ class Identity(Section):
         if _KEY.fullmatch(value) is None or value.startswith("grpc-"):
             raise ValueError("use a lowercase key of a-z, 0-9, '-', '_' and '.' that does "
                              "not start with 'grpc-'")
-        if value in CREDENTIAL_KEYS:
+        base = metadata_base_key(value)  # `proxy_authorization` reads as the credential
+        if base in CREDENTIAL_KEYS:
             raise ValueError(f"{value!r} is a credential key, stripped before forwarding")
-        if value in HOP_BY_HOP_KEYS:
+        if base in HOP_BY_HOP_KEYS:
             raise ValueError(f"{value!r} is a connection header, never forwarded")
         return value
 

@@ -31,9 +31,9 @@ def visible_versions(target: ModelTarget, grants: Grants
     judged."""
     if target.version is not None or target.label is not None:
         return None
-    def visible(version: int, highest: bool) -> bool:
+    def visible(version: int, is_latest: bool) -> bool:
         return grants.allows(_STATUS, dataclasses.replace(target, version=version)) or (
-            highest and grants.allows(_STATUS, target))
+            is_latest and grants.allows(_STATUS, target))
     return visible
 
 

@@ -75,7 +75,9 @@ def upstream_headers(metadata: Metadata, translate: bool) -> tuple[tuple[str, st
     keys and values gRPC metadata can carry (no `-bin`: HTTP headers are text)."""
     kept = []
     for key, value in metadata:
-        if key in _HOP_HEADERS or not isinstance(value, str):
+        # `_` read as `-`, as CGI/WSGI-style servers and folding proxies read it (the
+        # identity key is compared the same way, proxy/metadata.py)
+        if key.replace("_", "-") in _HOP_HEADERS or not isinstance(value, str):
             continue
         if translate and (not _GRPC_KEY.fullmatch(key) or key.endswith("-bin")
                           or not _PRINTABLE.fullmatch(value)):

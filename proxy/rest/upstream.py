@@ -111,12 +111,20 @@ class NativeUpstream:
                 if r.content_length is not None and r.content_length > self._max:
                     raise _unavailable(f"upstream response of {r.content_length} bytes > "
                                        f"max {self._max}")
-                payload = await r.content.read(self._max + 1)
-                if len(payload) > self._max:
-                    raise _unavailable(f"upstream response > max {self._max} bytes")
-                return Reply(r.status, payload)
+                return Reply(r.status, await self._body(r))
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _unavailable(f"upstream REST call failed: {type(exc).__name__}: {exc}") from None
+
+    async def _body(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole answer, at most `max_message_bytes`. Read to its end: one read
+        returns only what the socket had (a 200 cut after 64 KiB would be relayed)."""
+        chunks, size = [], 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > self._max:
+                raise _unavailable(f"upstream response > max {self._max} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def close(self) -> None:
         """Close from any thread; calls still on the session are cancelled."""

@@ -92,9 +92,9 @@ def _hide_versions(doc: Any, visible: Callable[[int, bool], bool]) -> bool:
         raise _unreadable("status") from None
     if not versions:
         return False
-    highest = latest_version([(v, e.get("state") == "AVAILABLE")
-                              for v, e in zip(versions, entries, strict=True)])
-    kept = [e for e, v in zip(entries, versions, strict=True) if visible(v, v == highest)]
+    latest = latest_version([(v, e.get("state") == "AVAILABLE")
+                             for v, e in zip(versions, entries, strict=True)])
+    kept = [e for e, v in zip(entries, versions, strict=True) if visible(v, v == latest)]
     if len(kept) == len(entries):
         return False
     doc["model_version_status"] = kept
