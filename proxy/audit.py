@@ -126,6 +126,9 @@ def utc_stamp() -> str:
 # value JSON has no form for): the form the audit stream has always had (structlog's
 # JSONRenderer wrote it before, tests/test_audit_format.py compares the two).
 _ENCODER = json.JSONEncoder(default=repr)
+# One lock for every AuditLog of the process: the loop thread writes the current config's
+# events while a reload thread closes the old log (its last summary), maybe to one stdout.
+_WRITING = threading.Lock()
 
 
 class AuditLog:
@@ -142,7 +145,6 @@ class AuditLog:
         self._stdout = sink is sys.stdout  # then the current one, as print() would
         self._strangers = StrangerBudget(unauthenticated_per_s, clock)
         self._stamp = stamp
-        self._lock = threading.Lock()  # the loop thread writes; close may come from another
 
     def emit(self, call: Call) -> None:
         try:
@@ -159,7 +161,7 @@ class AuditLog:
         fields["timestamp"] = self._stamp()
         line = _ENCODER.encode(fields) + "\n"
         sink = sys.stdout if self._stdout else self._sink
-        with self._lock:
+        with _WRITING:
             sink.write(line)
             if not getattr(sink, "line_buffering", False):  # a line-buffered file is flushed
                 sink.flush()
@@ -174,5 +176,5 @@ class AuditLog:
             self._report_suppressed(force=True)
         except Exception:  # noqa: BLE001
             pass
-        if self._sink not in (sys.stdout, sys.stderr):
+        if not self._stdout and self._sink not in (sys.stderr, sys.__stdout__, sys.__stderr__):
             self._sink.close()

@@ -38,11 +38,12 @@ from google.protobuf.message import DecodeError
 from proxy import metrics
 from proxy.bounds import Bounds
 from proxy.errors import Reason, Reject
+from proxy.families.serving import HEALTH_SERVICE
 from proxy.pb import serving_pb2
 from proxy.readiness import Readiness
 
-CHECK = "/grpc.health.v1.Health/Check"
-WATCH = "/grpc.health.v1.Health/Watch"
+CHECK = HEALTH_SERVICE + "Check"
+WATCH = HEALTH_SERVICE + "Watch"
 PATHS = frozenset({CHECK, WATCH})
 
 # grpc.health.v1.HealthCheckResponse.ServingStatus

@@ -34,8 +34,8 @@ class MetadataFilter:
                           principal: str) -> Metadata:
         """`principal` is `Principal.display()`: already printable ASCII, sent as is."""
         kept = tuple((k, v) for k, v in metadata
-                     if metadata_base_key(k) not in self._drop
-                     and not k.lower().startswith((":", "grpc-")))
+                     if (base := metadata_base_key(k)) not in self._drop
+                     and not base.startswith((":", "grpc-")))
         if self._identity_key:
             kept += ((self._identity_key, principal),)
         return kept

@@ -96,9 +96,11 @@ class TestStripAndIdentityKeys:
             ("x_principal", "p"),)
 
     def test_reserved_keys_in_any_case(self):
-        """`grpc-` and pseudo-header keys are gRPC's own, whatever their case."""
+        """`grpc-` and pseudo-header keys are gRPC's own, whatever their case or spelling
+        (`grpc_timeout` reads as `grpc-timeout` to a server that folds `_` into `-`)."""
         flt = MetadataFilter(Identity())
         assert flt.upstream_metadata([("GRPC-Timeout", "1S"), ("grpc-x", "1"),
+                                      ("grpc_timeout", "1S"), ("Grpc_Encoding", "gzip"),
                                       ("Authorization", "Bearer t")], "p") == ()
 
 

@@ -118,3 +118,18 @@ def test_rest_status_latest_is_the_highest_available() -> None:
         {"version": "3", "state": "LOADING"}]}
     assert visible._hide_versions(doc, lambda v, highest: highest)
     assert doc["model_version_status"] == [{"version": "2", "state": "AVAILABLE"}]
+
+
+def test_rest_status_versions_are_read_as_modelserver_writes_them() -> None:
+    """int64 in proto3 JSON: a decimal string or an integer; anything else int() would
+    also read is refused rather than guessed at (a client may read it otherwise)."""
+    from proxy.errors import Reject
+    from proxy.rest import visible
+
+    for version in ("3", 3, "-1"):
+        doc = {"model_version_status": [{"version": version, "state": "AVAILABLE"}]}
+        assert not visible._hide_versions(doc, lambda v, is_latest: True)
+    for odd in (" 2", "1_0", 2.7, "2.0", True, None, "١"):
+        doc = {"model_version_status": [{"version": odd, "state": "AVAILABLE"}]}
+        with pytest.raises(Reject):
+            visible._hide_versions(doc, lambda v, is_latest: True)

@@ -16,6 +16,7 @@ policy, runs on the event loop (the policy's memos are the loop's).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -86,10 +87,7 @@ def _hide_versions(doc: Any, visible: Callable[[int, bool], bool]) -> bool:
         return False  # no versions listed
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise _unreadable("status")
-    try:
-        versions = [int(e.get("version", 0)) for e in entries]
-    except (TypeError, ValueError):
-        raise _unreadable("status") from None
+    versions = [_version_number(e.get("version", 0)) for e in entries]
     if not versions:
         return False
     latest = latest_version([(v, e.get("state") == "AVAILABLE")
@@ -99,3 +97,17 @@ def _hide_versions(doc: Any, visible: Callable[[int, bool], bool]) -> bool:
         return False
     doc["model_version_status"] = kept
     return True
+
+
+_DECIMAL = re.compile(r"-?[0-9]+", re.ASCII)
+
+
+def _version_number(value: Any) -> int:
+    """A status entry's version as ModelServer writes it: an int64 in proto3 JSON, so a
+    decimal string (or a JSON integer); nothing `int()` would also read (`" 2"`, `"1_0"`,
+    `2.7`), which a client could read differently."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _DECIMAL.fullmatch(value):
+        return int(value)
+    raise _unreadable("status")
