@@ -143,6 +143,7 @@ class AuditLog:
                  stamp: Callable[[], str] = utc_stamp) -> None:
         self._sink = sink
         self._stdout = sink is sys.stdout  # then the current one, as print() would
+        self._standard = sink in (sys.stdout, sys.stderr)  # never closed by us
         self._strangers = StrangerBudget(unauthenticated_per_s, clock)
         self._stamp = stamp
 
@@ -176,5 +177,5 @@ class AuditLog:
             self._report_suppressed(force=True)
         except Exception:  # noqa: BLE001
             pass
-        if not self._stdout and self._sink not in (sys.stderr, sys.__stdout__, sys.__stderr__):
+        if not self._standard:
             self._sink.close()
