@@ -26,7 +26,7 @@ import pathlib
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import yaml
@@ -68,15 +68,19 @@ def _mounted_paths(node: Any) -> Iterator[str]:
         yield node
 
 
+def replaced(node: Any, swap: Callable[[str], str]) -> Any:
+    """The config with every string value passed through `swap`."""
+    if isinstance(node, dict):
+        return {key: replaced(value, swap) for key, value in node.items()}
+    if isinstance(node, list):
+        return [replaced(value, swap) for value in node]
+    return swap(node) if isinstance(node, str) else node
+
+
 def relocate(node: Any, root: pathlib.Path) -> Any:
     """The config with every /etc/tfgate/ path moved under `root`."""
-    if isinstance(node, dict):
-        return {key: relocate(value, root) for key, value in node.items()}
-    if isinstance(node, list):
-        return [relocate(value, root) for value in node]
-    if isinstance(node, str) and node.startswith(MOUNT):
-        return str(root / node.removeprefix(MOUNT))
-    return node
+    return replaced(node, lambda s: str(root / s.removeprefix(MOUNT)) if s.startswith(MOUNT)
+                    else s)
 
 
 def check_config(doc: Any) -> Config:

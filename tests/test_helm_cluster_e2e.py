@@ -53,16 +53,8 @@ def on_this_machine(doc: dict[str, Any], files: dict[str, str], *, listen: str,
     """The rendered config with its /etc/tfgate/ files taken from `files`, its listener at
     `listen`, its one upstream at `upstream`, the harness's task addresses as
     cluster.addresses, the audit in a file and no admin listener."""
-    def moved(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {key: moved(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [moved(value) for value in node]
-        if isinstance(node, str) and node.startswith(check.MOUNT):
-            return files[node.removeprefix(check.MOUNT)]
-        return node
-
-    out = moved(doc)
+    out = check.replaced(doc, lambda value: files[value.removeprefix(check.MOUNT)]
+                         if value.startswith(check.MOUNT) else value)
     out["listen"]["address"] = listen
     ((_name, target),) = out["upstreams"].items()
     target["address"] = upstream

@@ -28,16 +28,12 @@ def on_this_machine(doc: dict[str, Any], files: dict[str, str], socket: str) -> 
     """The rendered config with /etc/tfgate/ files taken from `files`, ModelServer's socket at
     `socket`, and each listener on a free loopback port (the pod's ports may be taken here);
     every other key as rendered."""
-    def moved(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {key: moved(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [moved(value) for value in node]
-        if isinstance(node, str) and node.startswith(check.MOUNT):
-            return files[node.removeprefix(check.MOUNT)]
-        return socket if node == SOCKET else node
+    def moved(value: str) -> str:
+        if value.startswith(check.MOUNT):
+            return files[value.removeprefix(check.MOUNT)]
+        return socket if value == SOCKET else value
 
-    out = moved(doc)
+    out = check.replaced(doc, moved)
     for section in ("listen", "rest", "admin"):
         assert out[section]["address"].startswith("0.0.0.0:")
         out[section]["address"] = "127.0.0.1:0"
