@@ -126,11 +126,13 @@ class BodyReader:
         return bytes(self._out)
 
 
-class _Duplicate(Exception):
+class _Duplicate(ValueError):
     pass
 
 
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook`: an object, or `ValueError` for a key given twice (readers
+    differ on which copy wins; the REST answers' filter, visible.py, refuses them too)."""
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
@@ -160,7 +162,7 @@ def parse_json(data: bytes, bounds: JsonBounds = _DEFAULT_BOUNDS, *,
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise malformed(f"body is not valid UTF-8 (at byte {exc.start})") from None
-    hooks: dict[str, Any] = {"object_pairs_hook": _unique}
+    hooks: dict[str, Any] = {"object_pairs_hook": unique_keys}
     if jsonbounds.check(data, bounds) or interruptible:
         hooks.update(jsonbounds.number_hooks(bounds, _finite))
     elif _may_overflow(data, text):

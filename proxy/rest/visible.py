@@ -25,6 +25,7 @@ from proxy.errors import Reason, Reject
 from proxy.families import Grants
 from proxy.families.serving import visible_signatures, visible_versions
 from proxy.responses import latest_version
+from proxy.rest.body import unique_keys
 
 Hide = Callable[[Any], bool]  # drops what is not visible from a parsed answer; True if any
 
@@ -34,19 +35,12 @@ def _unreadable(what: str) -> Reject:
                   detail=f"upstream REST {what} answer is not shaped as ModelServer's")
 
 
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):  # JSON readers differ on which copy wins: fail closed
-        raise ValueError("a key given twice")
-    return obj
-
-
 def parse(body: bytes) -> Any:
     """The answer as JSON; a key twice in one object is unreadable: when nothing is
     hidden the upstream's bytes go out, and a reader that takes the first copy would
     see one this filter never looked at."""
     try:
-        return json.loads(body, object_pairs_hook=_unique)
+        return json.loads(body, object_pairs_hook=unique_keys)
     except ValueError:
         raise _unreadable("GET") from None
 
