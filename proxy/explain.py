@@ -17,7 +17,7 @@ from proxy import admission
 from proxy.call import DEFAULT_SIGNATURE, Facts, ModelTarget, Principal
 from proxy.config import Config
 from proxy.errors import ConfigError, Reject
-from proxy.families import Access
+from proxy.families import Access, Method
 from proxy.inspect.distributed import Address, ClusterFacts, OpUse
 from proxy.policy import Decision
 from proxy.rest import paths as rest_paths
@@ -39,7 +39,7 @@ def explain(cfg: Config, args: argparse.Namespace) -> tuple[Decision, str]:
     method = state.methods.methods.get(path)
     facts = admission.NO_FACTS
     if method is not None and method.addresses_model:
-        facts = Facts(targets=(_target(method.name, method.access, args, route),))
+        facts = Facts(targets=(_target(method, args, route),))
     if method is not None and method.family == "cluster":
         facts = _cluster_facts(args)
     elif getattr(args, "op", None) or getattr(args, "address", None):
@@ -52,13 +52,13 @@ def explain(cfg: Config, args: argparse.Namespace) -> tuple[Decision, str]:
     return decision, text
 
 
-def _target(name: str, access: Access, args: argparse.Namespace,
+def _target(method: Method, args: argparse.Namespace,
             route: rest_paths.Route | None) -> ModelTarget:
-    signature = (args.signature or DEFAULT_SIGNATURE) if access is Access.DATA else None
+    signature = (args.signature or DEFAULT_SIGNATURE) if method.access is Access.DATA else None
     if route is not None:
         return dataclasses.replace(route.target, signature=signature)
     if not args.model:
-        raise ConfigError("--model", f"{name} addresses a model: give --model")
+        raise ConfigError("--model", f"{method.name} addresses a model: give --model")
     return ModelTarget(args.model, args.version, args.label, signature)
 
 
